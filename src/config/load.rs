@@ -1,0 +1,295 @@
+//! Layering: defaults < TOML file (`PAYGATE_CONFIG`) < `DATABASE_URL` < `PAYGATE_*` env.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::Config;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    ParseFile { path: PathBuf, message: String },
+    #[error("{key}: cannot read {path}: {source}")]
+    ReadSecretFile { key: String, path: String, source: std::io::Error },
+    #[error("{0}: both the key and its `_file` variant are set")]
+    BothKeyAndFile(String),
+    #[error("environment variable {0}: not a valid config path")]
+    BadEnvKey(String),
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("{}", .0.join("; "))]
+    Rules(Vec<String>),
+}
+
+const ENV_PREFIX: &str = "PAYGATE_";
+const CONFIG_PATH_VAR: &str = "PAYGATE_CONFIG";
+
+/// Loads the configuration from the process environment and the file it names.
+pub fn load() -> Result<Config, ConfigError> {
+    let file = std::env::var_os(CONFIG_PATH_VAR).map(PathBuf::from);
+    load_from(
+        file.as_deref(),
+        std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+    )
+}
+
+/// Loads from an explicit file path and set of environment variables.
+pub fn load_from(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+    let mut tree = Value::Object(Map::new());
+    if let Some(path) = file {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.into(), source })?;
+        let table: toml::Table = toml::from_str(&text)
+            .map_err(|e| ConfigError::ParseFile { path: path.into(), message: e.message().to_owned() })?;
+        let mut layer = serde_json::to_value(table)
+            .map_err(|e| ConfigError::ParseFile { path: path.into(), message: e.to_string() })?;
+        resolve_files(&mut layer, "")?;
+        merge(&mut tree, layer);
+    }
+
+    let mut env_layer = Value::Object(Map::new());
+    let mut database_url = None;
+    for (key, value) in env {
+        if key == "DATABASE_URL" {
+            database_url = Some(value);
+            continue;
+        }
+        let Some(rest) = key.strip_prefix(ENV_PREFIX) else { continue };
+        if key == CONFIG_PATH_VAR {
+            continue;
+        }
+        let path = env_path(rest).ok_or_else(|| ConfigError::BadEnvKey(key.clone()))?;
+        insert_path(&mut env_layer, &path, value).map_err(|()| ConfigError::BadEnvKey(key.clone()))?;
+    }
+    if let Some(url) = database_url {
+        let layer = serde_json::json!({ "database": { "url": url } });
+        merge(&mut tree, layer);
+    }
+    resolve_files(&mut env_layer, "")?;
+    merge(&mut tree, env_layer);
+
+    let mut config: Config = serde_path_to_error::deserialize(tree)
+        .map_err(|e| ConfigError::Invalid { path: e.path().to_string(), message: e.inner().to_string() })?;
+    if config.providers.sandbox.enabled {
+        config.providers.sandbox.accounts.entry("default".into()).or_default();
+    }
+    config.validate().map_err(ConfigError::Rules)?;
+    Ok(config)
+}
+
+/// `SERVER__GRPC_ADDR` → `["server", "grpc_addr"]`; in an account-name segment `_` stands for `-`.
+fn env_path(rest: &str) -> Option<Vec<String>> {
+    let mut segments: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+    if segments.iter().any(String::is_empty) {
+        return None;
+    }
+    if segments.len() > 3 && segments[0] == "providers" && segments[2] == "accounts" {
+        segments[3] = segments[3].replace('_', "-");
+    }
+    Some(segments)
+}
+
+fn insert_path(root: &mut Value, path: &[String], value: String) -> Result<(), ()> {
+    let mut node = root;
+    for (i, seg) in path.iter().enumerate() {
+        let map = node.as_object_mut().ok_or(())?;
+        if i + 1 == path.len() {
+            if map.contains_key(seg) {
+                return Err(());
+            }
+            map.insert(seg.clone(), Value::String(value));
+            return Ok(());
+        }
+        node = map.entry(seg.clone()).or_insert_with(|| Value::Object(Map::new()));
+    }
+    Err(())
+}
+
+/// Deep merge: values in `top` win; tables merge key by key.
+fn merge(base: &mut Value, top: Value) {
+    match (base, top) {
+        (Value::Object(b), Value::Object(t)) => {
+            for (k, v) in t {
+                match b.get_mut(&k) {
+                    Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, t) => *b = t,
+    }
+}
+
+/// Replaces every `<key>_file = "path"` in one layer by `<key> = <file content>` (one trailing
+/// newline removed). Both in the same layer is an error.
+fn resolve_files(node: &mut Value, prefix: &str) -> Result<(), ConfigError> {
+    let Value::Object(map) = node else { return Ok(()) };
+    let file_keys: Vec<String> = map.keys().filter(|k| k.ends_with("_file") && k.len() > 5).cloned().collect();
+    for file_key in file_keys {
+        let key = file_key.trim_end_matches("_file").to_owned();
+        let full = format!("{prefix}{key}");
+        if map.contains_key(&key) {
+            return Err(ConfigError::BothKeyAndFile(full));
+        }
+        let Some(Value::String(path)) = map.remove(&file_key) else {
+            return Err(ConfigError::Invalid {
+                path: format!("{prefix}{file_key}"),
+                message: "must be a file path".into(),
+            });
+        };
+        let mut content = std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadSecretFile {
+            key: full.clone(),
+            path: path.clone(),
+            source,
+        })?;
+        if content.ends_with('\n') {
+            content.pop();
+        }
+        map.insert(key, Value::String(content));
+    }
+    for (k, v) in map.iter_mut() {
+        resolve_files(v, &format!("{prefix}{k}."))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn file(content: &str) -> tempfile_like::TempFile {
+        tempfile_like::TempFile::new(content)
+    }
+
+    /// A tiny temp-file helper (no extra crate needed for tests).
+    mod tempfile_like {
+        pub struct TempFile(pub std::path::PathBuf);
+        impl TempFile {
+            pub fn new(content: &str) -> Self {
+                let path = std::env::temp_dir().join(format!("paygate-cfg-{}", ulid::Ulid::new()));
+                let mut f = std::fs::File::create(&path).expect("create temp file");
+                std::io::Write::write_all(&mut f, content.as_bytes()).expect("write temp file");
+                Self(path)
+            }
+        }
+        impl Drop for TempFile {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_have_the_sandbox_default_account() {
+        let c = load_from(None, env(&[])).unwrap();
+        assert_eq!(c.server.grpc_addr, "0.0.0.0:50051");
+        assert_eq!(c.database.max_connections, 10);
+        assert!(c.providers.sandbox.accounts.contains_key("default"));
+    }
+
+    #[test]
+    fn precedence_env_over_database_url_over_file() {
+        let f = file(
+            "[database]\nurl = \"postgres://file/db\"\nmax_connections = 3\n[server]\nhttp_addr = \"127.0.0.1:1\"\n",
+        );
+        let c = load_from(Some(&f.0), env(&[("DATABASE_URL", "postgres://dburl/db")])).unwrap();
+        assert_eq!(c.database.url, "postgres://dburl/db");
+        assert_eq!(c.database.max_connections, 3);
+        assert_eq!(c.server.http_addr, "127.0.0.1:1");
+        let c = load_from(
+            Some(&f.0),
+            env(&[
+                ("DATABASE_URL", "postgres://dburl/db"),
+                ("PAYGATE_DATABASE__URL", "postgres://env/db"),
+                ("PAYGATE_DATABASE__MAX_CONNECTIONS", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.database.url, "postgres://env/db");
+        assert_eq!(c.database.max_connections, 7);
+    }
+
+    #[test]
+    fn env_creates_accounts_with_dashes_and_lists() {
+        let c = load_from(
+            None,
+            env(&[
+                ("PAYGATE_PROVIDERS__XPAY__ACCOUNTS__MY_SHOP__SECRET_KEY", "sk_test_1"),
+                ("PAYGATE_PROVIDERS__XPAY__ACCOUNTS__MY_SHOP__WEBHOOK_SECRETS", " a , b ,c"),
+                ("PAYGATE_PROVIDERS__SANDBOX__ENABLED", "false"),
+            ]),
+        )
+        .unwrap();
+        let acct = &c.providers.xpay.accounts["my-shop"];
+        assert_eq!(acct.secret_key, "sk_test_1");
+        assert_eq!(acct.webhook_secrets, vec!["a", "b", "c"]);
+        assert!(!c.providers.sandbox.enabled);
+        assert!(c.providers.sandbox.accounts.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let f = file("[providers.sandbox.accounts.default]\nwebhook_secert = \"x\"\n");
+        let e = load_from(Some(&f.0), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("webhook_secert"), "{e}");
+        let e = load_from(None, env(&[("PAYGATE_SERVER__GRPC_ADRR", "x")])).unwrap_err().to_string();
+        assert!(e.contains("grpc_adrr"), "{e}");
+    }
+
+    #[test]
+    fn secret_files_strip_one_newline_and_conflict_with_the_key() {
+        let secret = file("s3cret\n\n");
+        let path = secret.0.display().to_string();
+        let c = load_from(None, env(&[("PAYGATE_PROVIDERS__SANDBOX__ACCOUNTS__DEFAULT__WEBHOOK_SECRET_FILE", &path)]))
+            .unwrap();
+        assert_eq!(c.providers.sandbox.accounts["default"].webhook_secret.as_deref(), Some("s3cret\n"));
+        let url = file("postgres://fromfile/db\n");
+        let f = file(&format!("[database]\nurl_file = \"{}\"\n", url.0.display()));
+        assert_eq!(load_from(Some(&f.0), env(&[])).unwrap().database.url, "postgres://fromfile/db");
+        let both = file(&format!("[database]\nurl = \"x\"\nurl_file = \"{}\"\n", url.0.display()));
+        assert!(
+            matches!(load_from(Some(&both.0), env(&[])), Err(ConfigError::BothKeyAndFile(k)) if k == "database.url")
+        );
+    }
+
+    #[test]
+    fn redacts_secrets_in_check_config_output() {
+        let c = load_from(
+            None,
+            env(&[
+                ("PAYGATE_PROVIDERS__SANDBOX__ACCOUNTS__DEFAULT__WEBHOOK_SECRET", "topsecret"),
+                ("PAYGATE_DATABASE__URL", "postgres://u:hunter2@h/db"),
+            ]),
+        )
+        .unwrap();
+        let out = c.to_redacted_toml();
+        assert!(!out.contains("topsecret") && !out.contains("hunter2"), "{out}");
+        assert!(out.contains("webhook_secret = \"<redacted>\""), "{out}");
+    }
+
+    #[test]
+    fn rule_violations_are_reported() {
+        let e = load_from(
+            None,
+            env(&[
+                ("PAYGATE_SERVER__GRPC_ADDR", "nope"),
+                ("PAYGATE_PROVIDERS__SANDBOX__ACCOUNTS__BAD!__WEBHOOK_SECRET", "x"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("server.grpc_addr"), "{e}");
+        let _ = std::io::stdout().flush();
+    }
+}

@@ -1,0 +1,322 @@
+//! Configuration: one typed struct, loaded from defaults < TOML file < `DATABASE_URL` < `PAYGATE_*` env.
+
+mod lenient;
+mod load;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, load, load_from};
+
+/// The whole service configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub providers: ProvidersConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// Listen addresses and the externally visible URL.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub grpc_addr: String,
+    pub http_addr: String,
+    /// Base of checkout, callback and return URLs; empty = `http://` + the bound HTTP address.
+    pub public_base_url: String,
+    /// How long shutdown waits for in-flight requests, in seconds.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            grpc_addr: "0.0.0.0:50051".into(),
+            http_addr: "0.0.0.0:8080".into(),
+            public_base_url: String::new(),
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+/// PostgreSQL connection settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    pub url: String,
+    #[serde(deserialize_with = "lenient::parse")]
+    pub max_connections: u32,
+    /// Create the database when it does not exist (needs CREATEDB on the server).
+    #[serde(deserialize_with = "lenient::parse")]
+    pub create_if_missing: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: "postgres://postgres@127.0.0.1:5432/paygate".into(), max_connections: 10, create_if_missing: true }
+    }
+}
+
+/// Tracing and OpenTelemetry export.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `tracing` filter directive, e.g. `info,paygate=debug`.
+    pub log_filter: String,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// OTLP/gRPC endpoint for traces; empty disables export.
+    pub otlp_endpoint: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { log_filter: "info".into(), log_format: "text".into(), otlp_endpoint: String::new() }
+    }
+}
+
+/// Per-provider sections. Every provider is known here even before its adapter exists, so a
+/// typo in a key is a startup error rather than a silently ignored setting.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvidersConfig {
+    pub sandbox: ProviderSection<SandboxAccount>,
+    pub eximpe: ProviderSection<EximpeAccount>,
+    pub xpay: ProviderSection<XpayAccount>,
+    pub hitpay: ProviderSection<HitpayAccount>,
+    pub xstak: ProviderSection<XstakAccount>,
+    pub exirom: ProviderSection<ExiromAccount>,
+}
+
+impl Default for ProvidersConfig {
+    fn default() -> Self {
+        let mut sandbox = ProviderSection::default();
+        sandbox.accounts.insert("default".into(), SandboxAccount::default());
+        Self {
+            sandbox,
+            eximpe: ProviderSection::default(),
+            xpay: ProviderSection::default(),
+            hitpay: ProviderSection::default(),
+            xstak: ProviderSection::default(),
+            exirom: ProviderSection::default(),
+        }
+    }
+}
+
+/// One provider: whether it is enabled and its merchant accounts by name (`[a-z0-9-]+`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderSection<A> {
+    #[serde(deserialize_with = "lenient::parse")]
+    pub enabled: bool,
+    pub accounts: BTreeMap<String, A>,
+}
+
+impl<A> Default for ProviderSection<A> {
+    fn default() -> Self {
+        Self { enabled: true, accounts: BTreeMap::new() }
+    }
+}
+
+/// The built-in sandbox provider's account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxAccount {
+    /// Signs the page's callbacks; generated once and stored in Postgres when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+    #[serde(deserialize_with = "lenient::parse")]
+    pub webhook_tolerance_secs: u64,
+}
+
+impl Default for SandboxAccount {
+    fn default() -> Self {
+        Self { webhook_secret: None, webhook_tolerance_secs: 300 }
+    }
+}
+
+/// EximPe (India) account.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EximpeAccount {
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub callback_key: String,
+    pub merchant_id: String,
+    pub hs_code: String,
+    #[serde(deserialize_with = "lenient::parse_opt", skip_serializing_if = "Option::is_none")]
+    pub session_ttl_secs: Option<u64>,
+}
+
+/// XPay (Egypt) account.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XpayAccount {
+    pub base_url: String,
+    pub secret_key: String,
+    #[serde(deserialize_with = "lenient::list")]
+    pub webhook_secrets: Vec<String>,
+    #[serde(deserialize_with = "lenient::parse_opt", skip_serializing_if = "Option::is_none")]
+    pub webhook_tolerance_secs: Option<u64>,
+    pub customer_email_field: String,
+}
+
+/// HitPay (Singapore) account.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HitpayAccount {
+    pub base_url: String,
+    pub api_key: String,
+    pub salt: String,
+    pub create_content_type: String,
+}
+
+/// XStak XPay (Pakistan) account.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XstakAccount {
+    pub base_url: String,
+    pub api_key: String,
+    pub account_id: String,
+    pub hmac_secret: String,
+    pub webhook_secret: String,
+    pub webhook_signature_header: String,
+    #[serde(deserialize_with = "lenient::parse")]
+    pub status_lookup: bool,
+}
+
+/// Exirom (APMs) account.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExiromAccount {
+    pub base_url: String,
+    pub merchant_key: String,
+    pub merchant_secret: String,
+    pub account_id: String,
+    pub methods: BTreeMap<String, ExiromMethod>,
+    #[serde(deserialize_with = "lenient::list")]
+    pub callback_amount_formats: Vec<String>,
+}
+
+/// How one of our payment method names maps onto Exirom's APM payload.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExiromMethod {
+    pub payment_method: String,
+    pub payment_type: String,
+}
+
+/// Keys whose values are secrets: redacted by `check-config`, never logged.
+pub const SECRET_KEYS: &[&str] = &[
+    "webhook_secret",
+    "webhook_secrets",
+    "client_secret",
+    "callback_key",
+    "secret_key",
+    "api_key",
+    "salt",
+    "hmac_secret",
+    "merchant_key",
+    "merchant_secret",
+];
+
+impl Config {
+    /// Checks what types alone cannot: addresses, account names.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        for (key, addr) in [("server.grpc_addr", &self.server.grpc_addr), ("server.http_addr", &self.server.http_addr)]
+        {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                errors.push(format!("{key}: not a socket address (host:port)"));
+            }
+        }
+        let base = &self.server.public_base_url;
+        if !base.is_empty() {
+            match url::Url::parse(base) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && !base.ends_with('/') => {}
+                _ => {
+                    errors.push("server.public_base_url: must be an absolute http(s) URL without a trailing `/`".into())
+                }
+            }
+        }
+        if self.database.url.is_empty() {
+            errors.push("database.url: must be set".into());
+        }
+        if self.database.max_connections == 0 {
+            errors.push("database.max_connections: must be at least 1".into());
+        }
+        for (provider, accounts) in self.account_names() {
+            for name in accounts {
+                if !is_account_name(&name) {
+                    errors.push(format!("providers.{provider}.accounts.{name}: account names are [a-z0-9-]+"));
+                }
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+
+    fn account_names(&self) -> Vec<(&'static str, Vec<String>)> {
+        let p = &self.providers;
+        vec![
+            ("sandbox", p.sandbox.accounts.keys().cloned().collect()),
+            ("eximpe", p.eximpe.accounts.keys().cloned().collect()),
+            ("xpay", p.xpay.accounts.keys().cloned().collect()),
+            ("hitpay", p.hitpay.accounts.keys().cloned().collect()),
+            ("xstak", p.xstak.accounts.keys().cloned().collect()),
+            ("exirom", p.exirom.accounts.keys().cloned().collect()),
+        ]
+    }
+
+    /// The effective configuration as TOML with every secret replaced by `"<redacted>"`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        redact(&mut value);
+        match toml::to_string_pretty(&value) {
+            Ok(s) => s,
+            Err(e) => format!("# cannot render config: {e}\n"),
+        }
+    }
+}
+
+/// Whether `name` is a valid account name.
+pub fn is_account_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn redact(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    if let Value::Object(map) = value {
+        for (k, v) in map.iter_mut() {
+            if SECRET_KEYS.contains(&k.as_str()) {
+                *v = match v {
+                    Value::Array(items) => Value::Array(items.iter().map(|_| Value::from("<redacted>")).collect()),
+                    Value::String(s) if s.is_empty() => Value::from(""),
+                    _ => Value::from("<redacted>"),
+                };
+            } else if k == "url" {
+                if let Value::String(s) = v {
+                    *s = redact_url_password(s);
+                }
+            } else {
+                redact(v);
+            }
+        }
+    }
+}
+
+/// Replaces the password of a URL (e.g. a database URL) with `<redacted>`.
+pub fn redact_url_password(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("redacted"));
+            u.to_string()
+        }
+        Ok(_) => raw.to_owned(),
+        Err(_) => "<redacted>".to_owned(),
+    }
+}

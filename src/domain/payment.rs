@@ -1,0 +1,189 @@
+//! The payment record and the rule for applying a provider's status report to it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::status::{PaymentStatus, Transition};
+
+/// A payment as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Payment {
+    pub id: String,
+    pub provider: String,
+    pub account: String,
+    pub merchant_reference: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub status: PaymentStatus,
+    pub checkout_url: Option<String>,
+    pub provider_checkout_id: Option<String>,
+    pub provider_payment_id: Option<String>,
+    pub payment_method: Option<String>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub return_url: String,
+    pub cancel_url: String,
+    pub metadata: BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub version: i64,
+}
+
+/// What a verified source (callback body or status lookup) says about a payment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StatusReport {
+    /// `None` when the provider's value is unknown to us: the status is left alone.
+    pub status: Option<PaymentStatus>,
+    /// Amount and currency as the provider reports them, when it does.
+    pub amount: Option<(i64, String)>,
+    pub provider_payment_id: Option<String>,
+    pub payment_method: Option<String>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    /// The provider's own timestamp: stored, never used for ordering.
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+/// Failure code recorded when a report's amount or currency differs from the payment.
+pub const AMOUNT_MISMATCH: &str = "AMOUNT_MISMATCH";
+
+/// What applying a report does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The row changes to `after`; `status_changed` says whether the status moved.
+    Change { after: Box<Payment>, kind: &'static str, status_changed: bool },
+    /// Nothing changes; the report is recorded under `kind` as not applied.
+    Ignore { kind: &'static str },
+}
+
+impl Payment {
+    /// Decides what `report` does to this payment. A report whose amount differs never changes
+    /// the status: it records `AMOUNT_MISMATCH` in the failure fields instead.
+    pub fn apply(&self, report: &StatusReport) -> Outcome {
+        if let Some((minor, currency)) = &report.amount
+            && (*minor != self.amount_minor || currency != &self.currency)
+        {
+            let mut after = self.clone();
+            after.failure_code = Some(AMOUNT_MISMATCH.into());
+            after.failure_message = Some("reported amount or currency differs from the payment".into());
+            return if after == *self {
+                Outcome::Ignore { kind: "amount_mismatch" }
+            } else {
+                Outcome::Change { after: Box::new(after), kind: "amount_mismatch", status_changed: false }
+            };
+        }
+        let Some(to) = report.status else {
+            return Outcome::Ignore { kind: "unknown_status" };
+        };
+        match self.status.transition(to) {
+            Transition::Unchanged => Outcome::Ignore { kind: "same_status" },
+            Transition::Disallowed => Outcome::Ignore { kind: "transition_rejected" },
+            Transition::Apply => {
+                let mut after = self.clone();
+                after.status = to;
+                if report.provider_payment_id.is_some() {
+                    after.provider_payment_id.clone_from(&report.provider_payment_id);
+                }
+                if report.payment_method.is_some() {
+                    after.payment_method.clone_from(&report.payment_method);
+                }
+                match to {
+                    PaymentStatus::Succeeded => {
+                        after.failure_code = None;
+                        after.failure_message = None;
+                    }
+                    PaymentStatus::Failed => {
+                        after.failure_code = report.failure_code.clone().or_else(|| Some("PROVIDER_DECLINED".into()));
+                        after.failure_message.clone_from(&report.failure_message);
+                    }
+                    _ => {}
+                }
+                Outcome::Change { after: Box::new(after), kind: "status_changed", status_changed: true }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payment(status: PaymentStatus) -> Payment {
+        Payment {
+            id: "pay_01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+            provider: "sandbox".into(),
+            account: "default".into(),
+            merchant_reference: "r".into(),
+            amount_minor: 1234,
+            currency: "USD".into(),
+            status,
+            checkout_url: None,
+            provider_checkout_id: None,
+            provider_payment_id: None,
+            payment_method: None,
+            failure_code: Some("OLD".into()),
+            failure_message: Some("old".into()),
+            return_url: String::new(),
+            cancel_url: String::new(),
+            metadata: BTreeMap::new(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            expires_at: None,
+            version: 2,
+        }
+    }
+
+    fn report(status: PaymentStatus) -> StatusReport {
+        StatusReport { status: Some(status), amount: Some((1234, "USD".into())), ..Default::default() }
+    }
+
+    #[test]
+    fn success_clears_failure_fields_and_records_ids() {
+        let mut r = report(PaymentStatus::Succeeded);
+        r.provider_payment_id = Some("sbx_1".into());
+        r.payment_method = Some("sandbox".into());
+        let Outcome::Change { after, status_changed: true, .. } = payment(PaymentStatus::Failed).apply(&r) else {
+            panic!("expected a change")
+        };
+        assert_eq!(after.status, PaymentStatus::Succeeded);
+        assert_eq!(after.failure_code, None);
+        assert_eq!(after.provider_payment_id.as_deref(), Some("sbx_1"));
+    }
+
+    #[test]
+    fn amount_mismatch_never_changes_status() {
+        for amount in [(1235, "USD"), (1234, "EUR")] {
+            let mut r = report(PaymentStatus::Succeeded);
+            r.amount = Some((amount.0, amount.1.into()));
+            let Outcome::Change { after, kind, status_changed } = payment(PaymentStatus::Pending).apply(&r) else {
+                panic!("expected a recorded mismatch")
+            };
+            assert_eq!((kind, status_changed), ("amount_mismatch", false));
+            assert_eq!(after.status, PaymentStatus::Pending);
+            assert_eq!(after.failure_code.as_deref(), Some(AMOUNT_MISMATCH));
+            // A second identical mismatch changes nothing more.
+            assert_eq!(after.apply(&r), Outcome::Ignore { kind: "amount_mismatch" });
+        }
+    }
+
+    #[test]
+    fn disallowed_and_same_status_are_ignored() {
+        let p = payment(PaymentStatus::Succeeded);
+        assert_eq!(p.apply(&report(PaymentStatus::Failed)), Outcome::Ignore { kind: "transition_rejected" });
+        assert_eq!(p.apply(&report(PaymentStatus::Succeeded)), Outcome::Ignore { kind: "same_status" });
+        let unknown = StatusReport { status: None, ..Default::default() };
+        assert_eq!(p.apply(&unknown), Outcome::Ignore { kind: "unknown_status" });
+    }
+
+    #[test]
+    fn failure_records_code_with_default() {
+        let Outcome::Change { after, .. } = payment(PaymentStatus::Pending).apply(&report(PaymentStatus::Failed))
+        else {
+            panic!()
+        };
+        assert_eq!(after.failure_code.as_deref(), Some("PROVIDER_DECLINED"));
+    }
+}

@@ -1,0 +1,169 @@
+//! The service's error type and its two mappings: to `tonic::Status` (with `google.rpc.ErrorInfo`)
+//! and to an HTTP status plus JSON body. Messages never carry secrets or customer data.
+
+use tonic::Code;
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// `ErrorInfo.domain` of every error.
+pub const ERROR_DOMAIN: &str = "paygate.v1";
+
+/// Every error the API can answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid field `{field}`: {message}")]
+    InvalidField { field: String, message: String },
+    #[error("payment not found")]
+    PaymentNotFound,
+    #[error("provider not found or not enabled")]
+    ProviderNotFound,
+    #[error("account not found for this provider")]
+    AccountNotFound,
+    #[error("idempotency key was already used with different parameters")]
+    IdempotencyKeyReused { payment_id: String },
+    #[error("callback signature is invalid")]
+    SignatureInvalid,
+    #[error("callback signature is outside its time window")]
+    SignatureExpired,
+    #[error("callback amount or currency differs from the payment")]
+    AmountMismatch { payment_id: String },
+    #[error("provider rejected the request: {message}")]
+    ProviderRejected { provider_code: String, message: String },
+    #[error("provider is unavailable")]
+    ProviderUnavailable,
+    #[error("provider timed out")]
+    ProviderTimeout,
+    #[error("another request with this idempotency key is still in progress")]
+    IdempotencyInProgress,
+    #[error("not implemented yet")]
+    Unimplemented,
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// Shorthand for [`ApiError::InvalidField`].
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidField { field: field.into(), message: message.into() }
+    }
+
+    /// The machine-readable reason (`ErrorInfo.reason`, HTTP body `code`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidField { .. } => "INVALID_FIELD",
+            Self::PaymentNotFound => "PAYMENT_NOT_FOUND",
+            Self::ProviderNotFound => "PROVIDER_NOT_FOUND",
+            Self::AccountNotFound => "ACCOUNT_NOT_FOUND",
+            Self::IdempotencyKeyReused { .. } => "IDEMPOTENCY_KEY_REUSED",
+            Self::SignatureInvalid => "SIGNATURE_INVALID",
+            Self::SignatureExpired => "SIGNATURE_EXPIRED",
+            Self::AmountMismatch { .. } => "AMOUNT_MISMATCH",
+            Self::ProviderRejected { .. } => "PROVIDER_REJECTED",
+            Self::ProviderUnavailable => "PROVIDER_UNAVAILABLE",
+            Self::ProviderTimeout => "PROVIDER_TIMEOUT",
+            Self::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
+            Self::Unimplemented => "UNIMPLEMENTED",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            Self::InvalidField { .. } | Self::ProviderRejected { .. } => Code::InvalidArgument,
+            Self::PaymentNotFound | Self::ProviderNotFound | Self::AccountNotFound => Code::NotFound,
+            Self::IdempotencyKeyReused { .. } => Code::AlreadyExists,
+            Self::SignatureInvalid | Self::SignatureExpired => Code::PermissionDenied,
+            Self::AmountMismatch { .. } => Code::FailedPrecondition,
+            Self::ProviderUnavailable => Code::Unavailable,
+            Self::ProviderTimeout => Code::DeadlineExceeded,
+            Self::IdempotencyInProgress => Code::Aborted,
+            Self::Unimplemented => Code::Unimplemented,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+
+    fn metadata(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Self::InvalidField { field, .. } => vec![("field", field.clone())],
+            Self::IdempotencyKeyReused { payment_id } | Self::AmountMismatch { payment_id } => {
+                vec![("payment_id", payment_id.clone())]
+            }
+            Self::ProviderRejected { provider_code, .. } => vec![("provider_code", provider_code.clone())],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The HTTP status for the callback ingress and pages.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::InvalidField { .. } => 400,
+            Self::SignatureInvalid | Self::SignatureExpired => 401,
+            Self::PaymentNotFound | Self::ProviderNotFound | Self::AccountNotFound => 404,
+            Self::IdempotencyKeyReused { .. } | Self::IdempotencyInProgress => 409,
+            // An amount mismatch is recorded and answered 200 by the ingress itself.
+            Self::AmountMismatch { .. } => 200,
+            Self::ProviderRejected { .. } => 422,
+            Self::ProviderUnavailable => 503,
+            Self::ProviderTimeout => 504,
+            Self::Unimplemented => 501,
+            Self::Internal(_) => 500,
+        }
+    }
+
+    /// The JSON error body `{"code", "message"}`.
+    pub fn http_body(&self) -> serde_json::Value {
+        serde_json::json!({ "code": self.reason(), "message": self.to_string() })
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(e: ApiError) -> Self {
+        if let ApiError::Internal(source) = &e {
+            tracing::error!(error = format!("{source:#}"), "internal error");
+        }
+        let metadata: std::collections::HashMap<String, String> =
+            e.metadata().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let details = ErrorDetails::with_error_info(e.reason(), ERROR_DOMAIN, metadata);
+        tonic::Status::with_error_details(e.code(), e.to_string(), details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_carries_error_info() {
+        let status: tonic::Status = ApiError::invalid("amount.currency", "bad").into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "INVALID_FIELD");
+        assert_eq!(info.domain, "paygate.v1");
+        assert_eq!(info.metadata.get("field").map(String::as_str), Some("amount.currency"));
+    }
+
+    #[test]
+    fn table_of_codes() {
+        let rows: Vec<(ApiError, Code, u16)> = vec![
+            (ApiError::PaymentNotFound, Code::NotFound, 404),
+            (ApiError::ProviderNotFound, Code::NotFound, 404),
+            (ApiError::AccountNotFound, Code::NotFound, 404),
+            (ApiError::IdempotencyKeyReused { payment_id: "p".into() }, Code::AlreadyExists, 409),
+            (ApiError::SignatureInvalid, Code::PermissionDenied, 401),
+            (ApiError::SignatureExpired, Code::PermissionDenied, 401),
+            (ApiError::AmountMismatch { payment_id: "p".into() }, Code::FailedPrecondition, 200),
+            (ApiError::ProviderRejected { provider_code: "c".into(), message: "m".into() }, Code::InvalidArgument, 422),
+            (ApiError::ProviderUnavailable, Code::Unavailable, 503),
+            (ApiError::ProviderTimeout, Code::DeadlineExceeded, 504),
+        ];
+        for (e, code, http) in rows {
+            assert_eq!(e.http_status(), http, "{e:?}");
+            assert_eq!(tonic::Status::from(e).code(), code);
+        }
+    }
+}

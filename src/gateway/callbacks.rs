@@ -1,0 +1,141 @@
+//! Provider callbacks: verify, find the payment, deduplicate, apply, in that order.
+
+use chrono::Utc;
+
+use super::Gateway;
+use crate::domain::{Outcome, Payment, PaymentId};
+use crate::error::ApiError;
+use crate::providers::signature::sha256_hex;
+use crate::providers::{CallbackTransport, PaymentRef, RawCallback};
+use crate::store::callbacks;
+use crate::store::payments::{self, EventInfo};
+
+/// The result of an accepted callback, shared by VerifyCallback and the HTTP ingress (each maps
+/// it its own way: an amount mismatch is FAILED_PRECONDITION over gRPC and 200 over HTTP).
+#[derive(Debug, Clone)]
+pub struct CallbackOutcome {
+    pub payment: Payment,
+    pub event_id: String,
+    pub duplicate: bool,
+    pub status_changed: bool,
+    /// The callback's amount differed from the payment; recorded, status unchanged.
+    pub amount_mismatch: bool,
+    pub transport: CallbackTransport,
+}
+
+impl Gateway {
+    /// Handles a callback exactly as delivered for `provider`/`account` (empty = `default`).
+    #[tracing::instrument(skip_all, fields(provider, account, payment_id))]
+    pub async fn handle_callback(
+        &self,
+        provider: &str,
+        account: &str,
+        raw: &RawCallback,
+    ) -> Result<CallbackOutcome, ApiError> {
+        let account = if account.is_empty() { "default" } else { account };
+        tracing::Span::current().record("provider", provider).record("account", account);
+        let adapter = self.registry().resolve(provider, account)?;
+        let digest = sha256_hex(&raw.body);
+
+        let verified = match adapter.verify_callback(raw, Utc::now()) {
+            Ok(v) => v,
+            Err(e) => {
+                let err = ApiError::from(e);
+                self.audit_rejected(provider, account, err.reason(), &digest, None).await;
+                return Err(err);
+            }
+        };
+
+        let mut tx = self.store().begin().await?;
+        let found = match &verified.payment {
+            PaymentRef::Id(id) => match PaymentId::parse(id) {
+                Some(id) => payments::lock(&mut tx, id.as_str()).await?,
+                None => None,
+            },
+            PaymentRef::CheckoutId(checkout_id) => {
+                payments::lock_by_checkout_id(&mut tx, provider, checkout_id).await?
+            }
+        };
+        let payment = match found {
+            Some(p) if p.provider == provider && p.account == account => p,
+            other => {
+                tx.rollback().await?;
+                let id = other.map(|p| p.id);
+                self.audit_rejected(provider, account, "PAYMENT_NOT_FOUND", &digest, id.as_deref()).await;
+                return Err(ApiError::PaymentNotFound);
+            }
+        };
+        tracing::Span::current().record("payment_id", payment.id.as_str());
+
+        let report = &verified.report;
+        let info = |kind| EventInfo {
+            kind,
+            source: "callback",
+            provider_event_id: Some(&verified.event_id),
+            provider_occurred_at: report.occurred_at,
+            detail: Some(serde_json::json!({ "body_sha256": digest })),
+        };
+        let outcome = payment.apply(report);
+        let outcome_kind = match &outcome {
+            Outcome::Change { kind, .. } | Outcome::Ignore { kind } => *kind,
+        };
+        let fresh = callbacks::insert_receipt(
+            &mut tx,
+            provider,
+            account,
+            &verified.dedupe_key,
+            &payment.id,
+            &verified.event_id,
+            outcome_kind,
+        )
+        .await?;
+        let result = |payment, duplicate, status_changed, amount_mismatch| CallbackOutcome {
+            payment,
+            event_id: verified.event_id.clone(),
+            duplicate,
+            status_changed,
+            amount_mismatch,
+            transport: adapter.callback_transport(),
+        };
+        if !fresh {
+            payments::record_not_applied(&mut tx, &payment, &info("duplicate")).await?;
+            tx.commit().await?;
+            return Ok(result(payment, true, false, false));
+        }
+        let mismatch = outcome_kind == "amount_mismatch";
+        let outcome = match outcome {
+            Outcome::Change { after, kind, status_changed } => {
+                let written = payments::update(&mut tx, &payment, &after, &info(kind)).await?;
+                result(written, false, status_changed, mismatch)
+            }
+            Outcome::Ignore { kind } => {
+                payments::record_not_applied(&mut tx, &payment, &info(kind)).await?;
+                result(payment, false, false, mismatch)
+            }
+        };
+        tx.commit().await?;
+        if mismatch {
+            tracing::warn!("callback amount differs from the payment; status left unchanged");
+        }
+        Ok(outcome)
+    }
+
+    async fn audit_rejected(
+        &self,
+        provider: &str,
+        account: &str,
+        reason: &str,
+        digest: &str,
+        payment_id: Option<&str>,
+    ) {
+        tracing::warn!(provider, account, reason, "callback rejected");
+        let result = async {
+            let mut conn = self.store().pool().acquire().await?;
+            callbacks::record_rejected(&mut conn, provider, account, reason, digest, payment_id).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot audit a rejected callback");
+        }
+    }
+}

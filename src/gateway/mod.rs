@@ -1,0 +1,122 @@
+//! The application layer: what each API operation does, shared by gRPC and HTTP. It combines the
+//! domain rules, the store and the provider adapters; every state change is one transaction
+//! together with its event.
+
+mod callbacks;
+mod create;
+mod expiry;
+mod status;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use callbacks::CallbackOutcome;
+pub use expiry::run_expiry_sweeper;
+
+use crate::domain::ValidationError;
+use crate::error::ApiError;
+use crate::providers::registry::LookupError;
+use crate::providers::{CallbackError, ProviderError, Registry};
+use crate::store::Store;
+
+/// The payments application: cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    registry: Registry,
+    metrics: Metrics,
+    idempotency_wait: Duration,
+}
+
+impl Gateway {
+    /// Builds the application from its parts.
+    pub fn new(store: Store, registry: Registry) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                registry,
+                metrics: Metrics::default(),
+                idempotency_wait: Duration::from_secs(60),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+}
+
+/// In-process counters (provider calls by provider and operation).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    provider_calls: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl Metrics {
+    fn count_call(&self, provider: &str, operation: &'static str) {
+        if let Ok(mut calls) = self.provider_calls.lock() {
+            *calls.entry((provider.to_owned(), operation)).or_default() += 1;
+        }
+    }
+
+    /// How many times `operation` (`create`, `status`) was called on `provider`'s adapters.
+    pub fn provider_calls(&self, provider: &str, operation: &str) -> u64 {
+        self.provider_calls
+            .lock()
+            .map(|calls| calls.iter().filter(|((p, o), _)| p == provider && *o == operation).map(|(_, n)| n).sum())
+            .unwrap_or(0)
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        ApiError::InvalidField { field: e.field, message: e.reason.to_owned() }
+    }
+}
+
+impl From<LookupError> for ApiError {
+    fn from(e: LookupError) -> Self {
+        match e {
+            LookupError::ProviderNotFound => ApiError::ProviderNotFound,
+            LookupError::AccountNotFound => ApiError::AccountNotFound,
+        }
+    }
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(e: ProviderError) -> Self {
+        match e {
+            ProviderError::Rejected { code, message } => ApiError::ProviderRejected { provider_code: code, message },
+            ProviderError::Unavailable(detail) => {
+                tracing::warn!(%detail, "provider unavailable");
+                ApiError::ProviderUnavailable
+            }
+            ProviderError::Timeout => ApiError::ProviderTimeout,
+            ProviderError::Unsupported => ApiError::Unimplemented,
+        }
+    }
+}
+
+impl From<CallbackError> for ApiError {
+    fn from(e: CallbackError) -> Self {
+        match e {
+            CallbackError::SignatureInvalid => ApiError::SignatureInvalid,
+            CallbackError::SignatureExpired => ApiError::SignatureExpired,
+            CallbackError::Malformed { field } => ApiError::invalid(field, "malformed callback"),
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! GetPaymentStatus and provider status refreshes.
+
+use super::Gateway;
+use crate::domain::{Outcome, Payment, PaymentId, PaymentStatus, StatusReport};
+use crate::error::ApiError;
+use crate::store::payments::{self, EventInfo};
+
+impl Gateway {
+    /// Looks a payment up by id, or the newest by merchant reference; `refresh` asks the provider.
+    pub async fn get_status(
+        &self,
+        payment_id: &str,
+        merchant_reference: &str,
+        refresh: bool,
+    ) -> Result<Payment, ApiError> {
+        let mut conn = self.store().pool().acquire().await?;
+        let payment = match (payment_id.is_empty(), merchant_reference.is_empty()) {
+            (false, true) => {
+                let id = PaymentId::parse(payment_id).ok_or(ApiError::PaymentNotFound)?;
+                payments::get(&mut conn, id.as_str()).await?
+            }
+            (true, false) => payments::newest_by_reference(&mut conn, merchant_reference).await?,
+            _ => {
+                return Err(ApiError::invalid(
+                    "payment_id",
+                    "exactly one of payment_id and merchant_reference is required",
+                ));
+            }
+        }
+        .ok_or(ApiError::PaymentNotFound)?;
+        drop(conn);
+        if refresh && payment.status != PaymentStatus::Succeeded {
+            return self.refresh(payment, "refresh").await;
+        }
+        Ok(payment)
+    }
+
+    /// Asks the payment's provider for its status and applies what it says. A provider failure
+    /// is returned, never hidden behind stale data.
+    pub async fn refresh(&self, payment: Payment, source: &'static str) -> Result<Payment, ApiError> {
+        let provider = self.registry().resolve(&payment.provider, &payment.account)?;
+        self.metrics().count_call(provider.name(), "status");
+        let Some(report) = provider.fetch_status(&payment).await? else {
+            return Ok(payment);
+        };
+        self.apply_report(&payment.id, &report, source).await
+    }
+
+    /// Applies a trusted status report in one transaction with the payment locked.
+    pub(super) async fn apply_report(
+        &self,
+        id: &str,
+        report: &StatusReport,
+        source: &'static str,
+    ) -> Result<Payment, ApiError> {
+        let mut tx = self.store().begin().await?;
+        let before = payments::lock(&mut tx, id).await?.ok_or(ApiError::PaymentNotFound)?;
+        let info = |kind| EventInfo { kind, source, provider_occurred_at: report.occurred_at, ..Default::default() };
+        let after = match before.apply(report) {
+            Outcome::Change { after, kind, .. } => payments::update(&mut tx, &before, &after, &info(kind)).await?,
+            Outcome::Ignore { kind } => {
+                payments::record_not_applied(&mut tx, &before, &info(kind)).await?;
+                before
+            }
+        };
+        tx.commit().await?;
+        Ok(after)
+    }
+}

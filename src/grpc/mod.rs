@@ -1,0 +1,90 @@
+//! The tonic gRPC service: converts between protobuf messages and the application layer.
+
+mod convert;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::error::ApiError;
+use crate::gateway::Gateway;
+use crate::pb;
+use crate::pb::payment_service_server::PaymentService;
+use crate::providers::RawCallback;
+
+pub use convert::payment_to_pb;
+
+/// `paygate.v1.PaymentService` backed by the [`Gateway`].
+#[derive(Debug, Clone)]
+pub struct PaymentApi {
+    gateway: Gateway,
+}
+
+impl PaymentApi {
+    pub fn new(gateway: Gateway) -> Self {
+        Self { gateway }
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::PaymentEvent, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl PaymentService for PaymentApi {
+    async fn create_checkout(
+        &self,
+        request: Request<pb::CreateCheckoutRequest>,
+    ) -> Result<Response<pb::CreateCheckoutResponse>, Status> {
+        let input = convert::checkout_input(request.into_inner());
+        let (payment, replayed) = self.gateway.create_checkout(input).await?;
+        Ok(Response::new(pb::CreateCheckoutResponse { payment: Some(payment_to_pb(&payment)), replayed }))
+    }
+
+    async fn get_payment_status(
+        &self,
+        request: Request<pb::GetPaymentStatusRequest>,
+    ) -> Result<Response<pb::GetPaymentStatusResponse>, Status> {
+        let r = request.into_inner();
+        let payment = self.gateway.get_status(&r.payment_id, &r.merchant_reference, r.refresh).await?;
+        Ok(Response::new(pb::GetPaymentStatusResponse { payment: Some(payment_to_pb(&payment)) }))
+    }
+
+    async fn verify_callback(
+        &self,
+        request: Request<pb::VerifyCallbackRequest>,
+    ) -> Result<Response<pb::VerifyCallbackResponse>, Status> {
+        let r = request.into_inner();
+        if r.provider.is_empty() {
+            return Err(ApiError::invalid("provider", "is required").into());
+        }
+        let mut headers: BTreeMap<String, String> = BTreeMap::new();
+        for (name, value) in r.headers {
+            let entry = headers.entry(name.to_ascii_lowercase()).or_default();
+            if !entry.is_empty() {
+                entry.push_str(", ");
+            }
+            entry.push_str(&value);
+        }
+        let raw = RawCallback { headers, body: r.body, query: r.query };
+        let outcome = self.gateway.handle_callback(&r.provider, &r.account, &raw).await?;
+        if outcome.amount_mismatch && !outcome.duplicate {
+            return Err(ApiError::AmountMismatch { payment_id: outcome.payment.id }.into());
+        }
+        Ok(Response::new(pb::VerifyCallbackResponse {
+            payment: Some(payment_to_pb(&outcome.payment)),
+            event_id: outcome.event_id,
+            duplicate: outcome.duplicate,
+            status_changed: outcome.status_changed,
+        }))
+    }
+
+    type WatchPaymentsStream = EventStream;
+
+    async fn watch_payments(
+        &self,
+        _request: Request<pb::WatchPaymentsRequest>,
+    ) -> Result<Response<Self::WatchPaymentsStream>, Status> {
+        Err(ApiError::Unimplemented.into())
+    }
+}

@@ -1,0 +1,27 @@
+//! Minimal HTML pages (no JavaScript) shared by the sandbox checkout and shopper returns.
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+
+/// HTML-escapes text content.
+pub fn esc(s: &str) -> String {
+    html_escape::encode_safe(s).into_owned()
+}
+
+/// A complete page with `title` (escaped here) and an already-escaped `body_html`.
+pub fn render(status: StatusCode, title: &str, body_html: &str) -> Response {
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem}}\
+dt{{color:#555}}dd{{margin:0 0 .75rem}}button{{font-size:1rem;padding:.5rem 1.25rem;margin-right:.5rem}}</style>\
+</head><body><h1>{title}</h1>\n{body_html}\n</body></html>\n",
+        title = esc(title),
+    );
+    (status, Html(html)).into_response()
+}
+
+/// A short page with one message.
+pub fn message(status: StatusCode, title: &str, text: &str) -> Response {
+    render(status, title, &format!("<p>{}</p>", esc(text)))
+}

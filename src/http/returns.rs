@@ -1,0 +1,40 @@
+//! `GET /return/{provider}/{payment_id}`: where provider pages send the shopper back. It never
+//! changes a status itself; it schedules a status refresh and redirects to the caller's URL.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+
+use super::{HttpState, page};
+use crate::domain::{PaymentId, PaymentStatus};
+
+pub async fn shopper_return(
+    State(state): State<HttpState>,
+    Path((provider, payment_id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let not_found = || page::message(StatusCode::NOT_FOUND, "Payment not found", "This payment does not exist.");
+    let Some(id) = PaymentId::parse(&payment_id) else { return not_found() };
+    let payment = match state.gateway.get_status(id.as_str(), "", false).await {
+        Ok(p) if p.provider == provider => p,
+        _ => return not_found(),
+    };
+    if payment.status != PaymentStatus::Succeeded {
+        let gateway = state.gateway.clone();
+        let snapshot = payment.clone();
+        tokio::spawn(async move {
+            if let Err(e) = gateway.refresh(snapshot, "refresh").await {
+                tracing::info!(error = %e, "status refresh after shopper return failed");
+            }
+        });
+    }
+    let cancelled = query.get("outcome").is_some_and(|o| o == "cancel");
+    let target = if cancelled { &payment.cancel_url } else { &payment.return_url };
+    if target.is_empty() {
+        let text = format!("Payment {} is {}. You can close this window.", payment.id, payment.status);
+        return page::message(StatusCode::OK, "Thank you", &text);
+    }
+    Redirect::to(target).into_response()
+}

@@ -1,0 +1,146 @@
+//! Provider adapters behind one trait, and the registry that builds them from configuration.
+//! Adapters never touch the database: they turn our requests into the provider's wire format and
+//! the provider's callbacks into verified [`StatusReport`]s.
+
+pub mod registry;
+pub mod sandbox;
+pub mod signature;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::{NewCheckout, Payment, StatusReport, ValidationError};
+
+pub use registry::Registry;
+
+/// Names of every provider the API knows, built or not.
+pub const KNOWN_PROVIDERS: [&str; 6] = ["sandbox", "eximpe", "xpay", "hitpay", "xstak", "exirom"];
+
+/// What an adapter needs to open a checkout.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckoutContext<'a> {
+    pub payment_id: &'a str,
+    pub checkout: &'a NewCheckout,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A checkout the provider opened.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckoutCreated {
+    pub checkout_url: String,
+    pub provider_checkout_id: Option<String>,
+    pub provider_payment_id: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Extra data to merge into the payment's metadata (e.g. a QR payload).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A failed call to a provider.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider refused the request (4xx): definitive.
+    #[error("provider rejected the request ({code}): {message}")]
+    Rejected { code: String, message: String },
+    /// Down, 5xx, bad response or circuit open: may be retried.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    /// No answer in time: may be retried.
+    #[error("provider timed out")]
+    Timeout,
+    /// The provider has no such operation.
+    #[error("operation not supported by this provider")]
+    Unsupported,
+}
+
+/// A callback exactly as delivered.
+#[derive(Debug, Clone, Default)]
+pub struct RawCallback {
+    /// Header names lower-cased; repeated headers joined with `, `.
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+    /// Raw query string without `?`.
+    pub query: String,
+}
+
+impl RawCallback {
+    /// A header by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+}
+
+/// Why a callback was refused before it could touch a payment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackError {
+    #[error("signature invalid")]
+    SignatureInvalid,
+    #[error("signature outside its time window")]
+    SignatureExpired,
+    /// Correctly signed but not of the documented shape; `field` names what is wrong.
+    #[error("malformed callback: {field}")]
+    Malformed { field: String },
+}
+
+/// How the payment a callback is about is identified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentRef {
+    /// Our payment id, echoed by the provider.
+    Id(String),
+    /// The provider's checkout id (unique per provider).
+    CheckoutId(String),
+}
+
+/// A callback whose signature checked out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedCallback {
+    /// The provider's event id, or a digest of the signed body.
+    pub dedupe_key: String,
+    /// Returned to the caller as `event_id`.
+    pub event_id: String,
+    pub payment: PaymentRef,
+    pub report: StatusReport,
+}
+
+/// Who delivers a provider's callbacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackTransport {
+    /// Another server: answer with status codes and JSON.
+    ServerToServer,
+    /// The shopper's browser (form POST): answer with a redirect.
+    Browser,
+}
+
+/// One configured merchant account of one provider.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync + std::fmt::Debug {
+    /// Provider name as used in the API (`sandbox`, `xpay`, …).
+    fn name(&self) -> &'static str;
+
+    /// Account name.
+    fn account(&self) -> &str;
+
+    /// Provider-specific checks (currencies, methods) before anything is written.
+    fn validate(&self, _checkout: &NewCheckout) -> Result<(), ValidationError> {
+        Ok(())
+    }
+
+    /// Opens a hosted checkout; our payment id is the provider-side reference.
+    async fn create_checkout(&self, ctx: CheckoutContext<'_>) -> Result<CheckoutCreated, ProviderError>;
+
+    /// Asks the provider for the payment's status now. `Ok(None)`: nothing to learn.
+    async fn fetch_status(&self, payment: &Payment) -> Result<Option<StatusReport>, ProviderError>;
+
+    /// Verifies a callback's signature and parses it.
+    fn verify_callback(&self, raw: &RawCallback, now: DateTime<Utc>) -> Result<VerifiedCallback, CallbackError>;
+
+    /// Who delivers this provider's callbacks.
+    fn callback_transport(&self) -> CallbackTransport {
+        CallbackTransport::ServerToServer
+    }
+
+    /// Cancels or expires the checkout at the provider, where supported.
+    async fn cancel(&self, _payment: &Payment) -> Result<(), ProviderError> {
+        Err(ProviderError::Unsupported)
+    }
+}

@@ -1,0 +1,78 @@
+//! The provider registry: which providers and accounts exist, built once from configuration.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::sandbox::Sandbox;
+use super::{KNOWN_PROVIDERS, Provider};
+
+/// Why a (provider, account) pair could not be resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// Unknown name, disabled, not built yet or without accounts.
+    #[error("provider not found")]
+    ProviderNotFound,
+    #[error("account not found")]
+    AccountNotFound,
+}
+
+/// Every usable (provider, account).
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    providers: HashMap<&'static str, HashMap<String, Arc<dyn Provider>>>,
+    sandboxes: HashMap<String, Arc<Sandbox>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a sandbox account.
+    pub fn add_sandbox(&mut self, sandbox: Sandbox) {
+        let sandbox = Arc::new(sandbox);
+        self.sandboxes.insert(sandbox.account().to_owned(), sandbox.clone());
+        self.add(sandbox);
+    }
+
+    /// Adds an account of any provider.
+    pub fn add(&mut self, provider: Arc<dyn Provider>) {
+        let name = KNOWN_PROVIDERS.iter().copied().find(|n| *n == provider.name()).unwrap_or("unknown");
+        self.providers.entry(name).or_default().insert(provider.account().to_owned(), provider);
+    }
+
+    /// Resolves a provider account; an empty account means `default`.
+    pub fn resolve(&self, provider: &str, account: &str) -> Result<Arc<dyn Provider>, LookupError> {
+        let accounts = self.providers.get(provider).filter(|a| !a.is_empty()).ok_or(LookupError::ProviderNotFound)?;
+        let account = if account.is_empty() { "default" } else { account };
+        accounts.get(account).cloned().ok_or(LookupError::AccountNotFound)
+    }
+
+    /// The sandbox account, for the hosted page.
+    pub fn sandbox(&self, account: &str) -> Option<Arc<Sandbox>> {
+        self.sandboxes.get(account).cloned()
+    }
+
+    /// Whether any sandbox account is enabled.
+    pub fn sandbox_enabled(&self) -> bool {
+        !self.sandboxes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_and_distinguishes_not_found_kinds() {
+        let mut r = Registry::new();
+        r.add_sandbox(Sandbox::new("default".into(), "s".into(), 300, "http://x".into()));
+        assert_eq!(r.resolve("sandbox", "").unwrap().account(), "default");
+        assert_eq!(r.resolve("sandbox", "default").unwrap().name(), "sandbox");
+        assert_eq!(r.resolve("sandbox", "shop-2").unwrap_err(), LookupError::AccountNotFound);
+        assert_eq!(r.resolve("xpay", "default").unwrap_err(), LookupError::ProviderNotFound);
+        assert_eq!(r.resolve("paypal", "").unwrap_err(), LookupError::ProviderNotFound);
+        assert!(r.sandbox("default").is_some());
+    }
+}

@@ -1,0 +1,216 @@
+//! Builds the application from its configuration and runs the gRPC and HTTP servers until shutdown.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use rand::RngCore;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::gateway::{Gateway, run_expiry_sweeper};
+use crate::grpc::PaymentApi;
+use crate::http::{HttpState, router};
+use crate::pb::payment_service_server::PaymentServiceServer;
+use crate::providers::Registry;
+use crate::providers::sandbox::Sandbox;
+use crate::store::{Store, settings};
+
+/// How often open payments past `expires_at` are expired.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A built, bound, not yet running application.
+pub struct Application {
+    gateway: Gateway,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+    public_base_url: String,
+    client: reqwest::Client,
+    grace: Duration,
+}
+
+impl Application {
+    /// Connects to the database (creating it and running migrations), binds both listeners and
+    /// builds the provider registry.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.database).await?;
+        let grpc_listener = TcpListener::bind(&config.server.grpc_addr)
+            .await
+            .with_context(|| format!("cannot bind server.grpc_addr {}", config.server.grpc_addr))?;
+        let http_listener = TcpListener::bind(&config.server.http_addr)
+            .await
+            .with_context(|| format!("cannot bind server.http_addr {}", config.server.http_addr))?;
+        let public_base_url = public_base_url(&config.server.public_base_url, http_listener.local_addr()?);
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .build()
+            .context("building the HTTP client")?;
+        let registry = build_registry(&config, &store, &public_base_url).await?;
+        Ok(Self {
+            gateway: Gateway::new(store, registry),
+            grpc_listener,
+            http_listener,
+            public_base_url,
+            client,
+            grace: Duration::from_secs(config.server.shutdown_grace_secs),
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn public_base_url(&self) -> &str {
+        &self.public_base_url
+    }
+
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains in-flight requests (bounded by the grace period).
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter.set_serving::<PaymentServiceServer<PaymentApi>>().await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        tracing::info!(grpc = %self.grpc_addr(), http = %self.http_addr(), public_base_url = %self.public_base_url, "paygate listening");
+
+        let grpc_shutdown = shutdown.clone();
+        let grpc = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(PaymentServiceServer::new(PaymentApi::new(self.gateway.clone())))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc_listener), async move {
+                grpc_shutdown.cancelled().await;
+                health_reporter.set_not_serving::<PaymentServiceServer<PaymentApi>>().await;
+            });
+        let http_state = HttpState { gateway: self.gateway.clone(), client: self.client };
+        let http = axum::serve(self.http_listener, router(http_state))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let sweeper = tokio::spawn(run_expiry_sweeper(self.gateway.clone(), EXPIRY_INTERVAL, shutdown.clone()));
+
+        let grpc = tokio::spawn(grpc);
+        let http = tokio::spawn(async move { http.await });
+        shutdown.cancelled().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let drained = tokio::time::timeout(self.grace, async {
+            let (g, h) = tokio::join!(grpc, http);
+            g??;
+            h??;
+            anyhow::Ok(())
+        })
+        .await;
+        sweeper.abort();
+        match drained {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!("grace period over; stopping with requests in flight");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `public_base_url`, or `http://` + the bound HTTP address (unspecified host → 127.0.0.1).
+pub fn public_base_url(configured: &str, bound: SocketAddr) -> String {
+    if !configured.is_empty() {
+        return configured.trim_end_matches('/').to_owned();
+    }
+    let host = match bound.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+    };
+    format!("http://{host}:{}", bound.port())
+}
+
+/// Builds the registry of enabled provider accounts. Sandbox secrets that are not configured are
+/// generated once and kept in Postgres, so every replica and restart signs with the same one.
+async fn build_registry(config: &Config, store: &Store, public_base_url: &str) -> anyhow::Result<Registry> {
+    let mut registry = Registry::new();
+    let sandbox = &config.providers.sandbox;
+    if sandbox.enabled {
+        for (name, account) in &sandbox.accounts {
+            let secret = match &account.webhook_secret {
+                Some(secret) if !secret.is_empty() => secret.clone(),
+                _ => {
+                    let mut bytes = [0u8; 32];
+                    rand::rng().fill_bytes(&mut bytes);
+                    let candidate = format!("whsec_{}", hex::encode(bytes));
+                    let mut conn = store.pool().acquire().await?;
+                    let key = format!("sandbox.webhook_secret.{name}");
+                    let secret = settings::get_or_insert(&mut conn, &key, &candidate).await?;
+                    let origin = if secret == candidate { "generated and stored" } else { "loaded from the database" };
+                    tracing::info!(account = %name, "sandbox webhook secret {origin}");
+                    secret
+                }
+            };
+            registry.add_sandbox(Sandbox::new(
+                name.clone(),
+                secret,
+                account.webhook_tolerance_secs,
+                public_base_url.to_owned(),
+            ));
+        }
+    }
+    Ok(registry)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_url_from_bound_address() {
+        assert_eq!(public_base_url("", "0.0.0.0:8080".parse().unwrap()), "http://127.0.0.1:8080");
+        assert_eq!(public_base_url("", "[::]:9000".parse().unwrap()), "http://127.0.0.1:9000");
+        assert_eq!(public_base_url("", "10.1.2.3:81".parse().unwrap()), "http://10.1.2.3:81");
+        assert_eq!(public_base_url("", "[::1]:81".parse().unwrap()), "http://[::1]:81");
+        assert_eq!(public_base_url("https://pay.example.com", "0.0.0.0:1".parse().unwrap()), "https://pay.example.com");
+    }
+}

@@ -1,0 +1,103 @@
+//! PostgreSQL access. Every SQL statement of the service lives in this module tree.
+
+pub mod callbacks;
+pub mod idempotency;
+pub mod payments;
+pub mod settings;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool, Postgres, Transaction};
+
+use crate::config::DatabaseConfig;
+
+/// Embedded migrations from `migrations/`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A transaction on the payments database.
+pub type Tx = Transaction<'static, Postgres>;
+
+/// Handle to the database: a pool plus the operations on it.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects (creating the database first when configured to) and runs the migrations.
+    pub async fn connect(cfg: &DatabaseConfig) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(&cfg.url).context("database.url is not a valid Postgres URL")?;
+        if cfg.create_if_missing {
+            create_database_if_missing(&options).await?;
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(cfg.max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .context("cannot connect to the database")?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Wraps an existing pool (migrations are not run).
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR.run(&self.pool).await.context("running migrations")?;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Starts a transaction.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        self.pool.begin().await
+    }
+
+    /// Readiness: the database answers and every embedded migration is applied.
+    pub async fn ready(&self) -> bool {
+        let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Result<Option<i64>, _> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool).await;
+        matches!(applied, Ok(Some(v)) if v >= latest)
+    }
+}
+
+/// Creates the target database through the `postgres` maintenance database when it is missing.
+/// Concurrent replicas racing to create it are fine: "already exists" counts as success.
+async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let Some(name) = options.get_database().map(str::to_owned) else { return Ok(()) };
+    let admin = options.clone().database("postgres").log_statements(tracing::log::LevelFilter::Debug);
+    let mut conn = match admin.connect().await {
+        Ok(conn) => conn,
+        // No access to the maintenance database: assume the target exists and let connect report.
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot reach the maintenance database; skipping create");
+            return Ok(());
+        }
+    };
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {quoted}"))).execute(&mut conn).await {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e).context("cannot create the database"),
+        }
+    }
+    conn.close().await.ok();
+    Ok(())
+}
