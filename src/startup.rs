@@ -14,8 +14,8 @@ use crate::gateway::{Gateway, run_expiry_sweeper};
 use crate::grpc::PaymentApi;
 use crate::http::{HttpState, router};
 use crate::pb::payment_service_server::PaymentServiceServer;
-use crate::providers::Registry;
 use crate::providers::sandbox::Sandbox;
+use crate::providers::{Provider, Registry};
 use crate::store::{Store, settings};
 
 /// How often open payments past `expires_at` are expired.
@@ -35,6 +35,12 @@ impl Application {
     /// Connects to the database (creating it and running migrations), binds both listeners and
     /// builds the provider registry.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, Vec::new()).await
+    }
+
+    /// Like [`Application::build`], with extra provider accounts registered besides the configured
+    /// ones (test doubles, embedders' own adapters).
+    pub async fn build_with(config: Config, extra: Vec<std::sync::Arc<dyn Provider>>) -> anyhow::Result<Self> {
         let store = Store::connect(&config.database).await?;
         let grpc_listener = TcpListener::bind(&config.server.grpc_addr)
             .await
@@ -48,7 +54,10 @@ impl Application {
             .timeout(Duration::from_secs(15))
             .build()
             .context("building the HTTP client")?;
-        let registry = build_registry(&config, &store, &public_base_url).await?;
+        let mut registry = build_registry(&config, &store, &public_base_url).await?;
+        for provider in extra {
+            registry.add(provider);
+        }
         Ok(Self {
             gateway: Gateway::new(store, registry),
             grpc_listener,

@@ -1,0 +1,230 @@
+//! Test harness: the real server on ephemeral ports against a fresh Postgres database per test.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use paygate::config::{Config, SandboxAccount};
+use paygate::gateway::Gateway;
+use paygate::pb;
+use paygate::pb::payment_service_client::PaymentServiceClient;
+use paygate::providers::Provider;
+use paygate::providers::signature::sign_timestamped;
+use paygate::startup::Application;
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// The sandbox secret the test config sets, so tests can sign callbacks like a provider.
+pub const SANDBOX_SECRET: &str = "whsec_test_sandbox_secret";
+
+/// Server URL of the Postgres the tests use (any database on it; each test creates its own).
+pub fn server_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn database_url(name: &str) -> String {
+    let mut url = url::Url::parse(&server_url()).expect("TEST_DATABASE_URL is a URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+/// Drops test databases left behind by runs more than an hour old (their names carry a ULID).
+async fn sweep_old_databases() {
+    static ONCE: Once = Once::new();
+    let mut first = false;
+    ONCE.call_once(|| first = true);
+    if !first {
+        return;
+    }
+    let Ok(pool) = PgPoolOptions::new().max_connections(1).connect(&server_url()).await else { return };
+    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'paygate\\_t\\_%'")
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default();
+    let cutoff = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for name in names {
+        let Some(ulid) = name.strip_prefix("paygate_t_").and_then(|u| ulid::Ulid::from_string(&u.to_uppercase()).ok())
+        else {
+            continue;
+        };
+        if ulid.datetime() < cutoff {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+                .execute(&pool)
+                .await;
+        }
+    }
+    pool.close().await;
+}
+
+/// The configuration every test starts from.
+pub fn test_config(db_url: &str) -> Config {
+    let mut config = Config::default();
+    config.server.grpc_addr = "127.0.0.1:0".into();
+    config.server.http_addr = "127.0.0.1:0".into();
+    config.server.shutdown_grace_secs = 5;
+    config.database.url = db_url.into();
+    config.database.max_connections = 5;
+    config
+        .providers
+        .sandbox
+        .accounts
+        .insert("default".into(), SandboxAccount { webhook_secret: Some(SANDBOX_SECRET.into()), ..Default::default() });
+    config
+}
+
+/// A running server.
+pub struct TestApp {
+    pub config: Config,
+    pub grpc: PaymentServiceClient<Channel>,
+    pub grpc_addr: std::net::SocketAddr,
+    /// `http://` + the bound HTTP address (usually also `public_base_url`).
+    pub http: String,
+    pub gateway: Gateway,
+    /// A small pool on the test's database, for assertions.
+    pub db: PgPool,
+    pub client: reqwest::Client,
+    extra: Vec<Arc<dyn Provider>>,
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts the server on a fresh database with the default test configuration.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}, Vec::new()).await
+}
+
+/// Starts the server on a fresh database, after `adjust` edits the configuration.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config), extra: Vec<Arc<dyn Provider>>) -> TestApp {
+    sweep_old_databases().await;
+    let name = format!("paygate_t_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let mut config = test_config(&database_url(&name));
+    adjust(&mut config);
+    start(config, extra).await
+}
+
+async fn start(config: Config, extra: Vec<Arc<dyn Provider>>) -> TestApp {
+    let app = Application::build_with(config.clone(), extra.clone()).await.expect("application builds");
+    let grpc_addr = app.grpc_addr();
+    let http = format!("http://{}", app.http_addr());
+    let gateway = app.gateway().clone();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(app.run(shutdown.clone()));
+    let grpc = connect(grpc_addr).await;
+    let db = PgPoolOptions::new().max_connections(2).connect(&config.database.url).await.expect("test pool");
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    TestApp { config, grpc, grpc_addr, http, gateway, db, client, extra, shutdown, handle }
+}
+
+async fn connect(addr: std::net::SocketAddr) -> PaymentServiceClient<Channel> {
+    for _ in 0..50 {
+        if let Ok(client) = PaymentServiceClient::connect(format!("http://{addr}")).await {
+            return client;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("gRPC server did not come up on {addr}");
+}
+
+impl TestApp {
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(self) -> (Config, Vec<Arc<dyn Provider>>) {
+        self.shutdown.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(15), self.handle).await;
+        let result = result.expect("server stops in time").expect("server task does not panic");
+        result.expect("server exits cleanly");
+        self.db.close().await;
+        (self.config, self.extra)
+    }
+
+    /// Stops the server and starts a new one on the same database and configuration.
+    pub async fn restart(self) -> TestApp {
+        let (config, extra) = self.stop().await;
+        start(config, extra).await
+    }
+
+    /// A minimal valid sandbox request.
+    pub fn checkout_request(&self, reference: &str, amount_minor: i64, currency: &str) -> pb::CreateCheckoutRequest {
+        pb::CreateCheckoutRequest {
+            provider: "sandbox".into(),
+            merchant_reference: reference.into(),
+            amount: Some(pb::Money { amount_minor, currency: currency.into() }),
+            return_url: "https://shop.example/return?order=1".into(),
+            cancel_url: "https://shop.example/cancel".into(),
+            ..Default::default()
+        }
+    }
+
+    /// Creates a sandbox payment of 12.34 USD.
+    pub async fn create_payment(&self, reference: &str) -> pb::Payment {
+        let request = self.checkout_request(reference, 1234, "USD");
+        self.grpc
+            .clone()
+            .create_checkout(request)
+            .await
+            .expect("create checkout")
+            .into_inner()
+            .payment
+            .expect("payment")
+    }
+
+    pub async fn get_payment(&self, id: &str) -> pb::Payment {
+        let request = pb::GetPaymentStatusRequest { payment_id: id.into(), ..Default::default() };
+        self.grpc.clone().get_payment_status(request).await.expect("get status").into_inner().payment.expect("payment")
+    }
+
+    /// POSTs a sandbox callback signed now with the test secret to the HTTP ingress.
+    pub async fn post_sandbox_callback(&self, body: &str) -> reqwest::Response {
+        let header = sign_timestamped(SANDBOX_SECRET.as_bytes(), chrono::Utc::now().timestamp(), body.as_bytes());
+        self.post_callback("sandbox/default", body, &header).await
+    }
+
+    /// POSTs a callback with an explicit signature header.
+    pub async fn post_callback(&self, path: &str, body: &str, signature: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/callbacks/{path}", self.http))
+            .header("content-type", "application/json")
+            .header("Paygate-Sandbox-Signature", signature)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("callback request")
+    }
+
+    /// Number of rows in a table (assertions on audit and event logs).
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&self.db).await.expect("count query")
+    }
+}
+
+/// A sandbox callback body.
+pub fn sandbox_body(event_id: &str, payment_id: &str, status: &str, amount_minor: i64, currency: &str) -> String {
+    serde_json::json!({
+        "event_id": event_id,
+        "payment_id": payment_id,
+        "status": status,
+        "amount": { "amount_minor": amount_minor, "currency": currency },
+        "occurred_at": "2026-11-23T10:00:00Z",
+    })
+    .to_string()
+}
+
+/// The `ErrorInfo` (reason, metadata) of a gRPC error, checking the domain.
+pub fn error_info(status: &tonic::Status) -> (String, std::collections::HashMap<String, String>) {
+    use tonic_types::StatusExt;
+    let info = status.get_details_error_info().unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, "paygate.v1");
+    (info.reason, info.metadata)
+}
+
+/// Form-POSTs an action to the sandbox page.
+pub async fn press(app: &TestApp, payment_id: &str, action: &str) -> reqwest::Response {
+    app.client
+        .post(format!("{}/sandbox/checkout/{payment_id}", app.http))
+        .form(&[("action", action)])
+        .send()
+        .await
+        .expect("page POST")
+}
