@@ -1,0 +1,222 @@
+//! Idempotent CreateCheckout: replay, key reuse, concurrency, and provider failures.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::{error_info, spawn_app, spawn_app_with};
+use paygate::domain::{Payment, StatusReport};
+use paygate::pb::{self, PaymentStatus};
+use paygate::providers::{
+    CallbackError, CheckoutContext, CheckoutCreated, Provider, ProviderError, RawCallback, VerifiedCallback,
+};
+
+/// A provider double registered as `xpay`: answers create calls from a script, counts them.
+#[derive(Debug, Default)]
+struct Scripted {
+    script: Mutex<VecDeque<Result<(), ProviderError>>>,
+    calls: Mutex<u32>,
+}
+
+#[async_trait::async_trait]
+impl Provider for Scripted {
+    fn name(&self) -> &'static str {
+        "xpay"
+    }
+    fn account(&self) -> &str {
+        "default"
+    }
+    async fn create_checkout(&self, ctx: CheckoutContext<'_>) -> Result<CheckoutCreated, ProviderError> {
+        *self.calls.lock().unwrap() += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let next = self.script.lock().unwrap().pop_front().unwrap_or(Ok(()));
+        next.map(|()| CheckoutCreated {
+            checkout_url: format!("https://pay.example/{}", ctx.payment_id),
+            provider_checkout_id: Some(format!("cs_{}", ctx.payment_id)),
+            ..Default::default()
+        })
+    }
+    async fn fetch_status(&self, _payment: &Payment) -> Result<Option<StatusReport>, ProviderError> {
+        Err(ProviderError::Unavailable("scripted".into()))
+    }
+    fn verify_callback(&self, _raw: &RawCallback, _now: DateTime<Utc>) -> Result<VerifiedCallback, CallbackError> {
+        Err(CallbackError::SignatureInvalid)
+    }
+}
+
+fn keyed(app: &common::TestApp, key: &str) -> pb::CreateCheckoutRequest {
+    let mut r = app.checkout_request("idem-order", 1234, "USD");
+    r.idempotency_key = key.into();
+    r.metadata.insert("a".into(), "1".into());
+    r.metadata.insert("b".into(), "2".into());
+    r
+}
+
+#[tokio::test]
+async fn replay_returns_the_payment_as_it_is_now() {
+    let app = spawn_app().await;
+    let first = app.grpc.clone().create_checkout(keyed(&app, "k-1")).await.unwrap().into_inner();
+    assert!(!first.replayed);
+    let payment = first.payment.unwrap();
+    common::press(&app, &payment.id, "pay").await;
+
+    let replay = app.grpc.clone().create_checkout(keyed(&app, "k-1")).await.unwrap().into_inner();
+    assert!(replay.replayed);
+    let replayed = replay.payment.unwrap();
+    assert_eq!(replayed.id, payment.id);
+    assert_eq!(replayed.status(), PaymentStatus::Succeeded);
+    assert_eq!(replayed.version, payment.version + 1);
+    assert_eq!(app.gateway.metrics().provider_calls("sandbox", "create"), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 1);
+
+    // No key: a new payment every call.
+    let mut unkeyed = keyed(&app, "");
+    unkeyed.idempotency_key.clear();
+    let a = app.grpc.clone().create_checkout(unkeyed.clone()).await.unwrap().into_inner();
+    let b = app.grpc.clone().create_checkout(unkeyed).await.unwrap().into_inner();
+    assert_ne!(a.payment.unwrap().id, b.payment.unwrap().id);
+    assert!(!a.replayed && !b.replayed);
+}
+
+#[tokio::test]
+async fn reused_key_with_other_parameters_is_already_exists() {
+    let app = spawn_app().await;
+    let payment = app.grpc.clone().create_checkout(keyed(&app, "k-2")).await.unwrap().into_inner().payment.unwrap();
+
+    let mut different = keyed(&app, "k-2");
+    different.amount = Some(pb::Money { amount_minor: 1235, currency: "USD".into() });
+    let status = app.grpc.clone().create_checkout(different).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::AlreadyExists);
+    let (reason, metadata) = error_info(&status);
+    assert_eq!(reason, "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(metadata["payment_id"], payment.id);
+
+    // Same parameters with the account spelled out as "default" and maps rebuilt: a replay.
+    let mut same = keyed(&app, "k-2");
+    same.account = "default".into();
+    same.metadata = [("b".to_owned(), "2".to_owned()), ("a".to_owned(), "1".to_owned())].into_iter().collect();
+    let replay = app.grpc.clone().create_checkout(same).await.unwrap().into_inner();
+    assert!(replay.replayed);
+    assert_eq!(replay.payment.unwrap().id, payment.id);
+
+    // Validation errors are not stored: a bad request with the key does not burn it.
+    let mut invalid = keyed(&app, "k-3");
+    invalid.amount = None;
+    assert_eq!(app.grpc.clone().create_checkout(invalid).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let fresh = app.grpc.clone().create_checkout(keyed(&app, "k-3")).await.unwrap().into_inner();
+    assert!(!fresh.replayed);
+}
+
+#[tokio::test]
+async fn same_key_under_another_account_is_unrelated() {
+    let app = spawn_app_with(
+        |c| {
+            c.providers.sandbox.accounts.insert(
+                "shop-2".into(),
+                paygate::config::SandboxAccount { webhook_secret: Some("other".into()), ..Default::default() },
+            );
+        },
+        Vec::new(),
+    )
+    .await;
+    let a = app.grpc.clone().create_checkout(keyed(&app, "shared")).await.unwrap().into_inner();
+    let mut other = keyed(&app, "shared");
+    other.account = "shop-2".into();
+    let b = app.grpc.clone().create_checkout(other).await.unwrap().into_inner();
+    assert!(!a.replayed && !b.replayed);
+    let (a, b) = (a.payment.unwrap(), b.payment.unwrap());
+    assert_ne!(a.id, b.id);
+    assert_eq!(b.account, "shop-2");
+    assert!(b.checkout_url.ends_with(&b.id));
+}
+
+#[tokio::test]
+async fn fifty_concurrent_duplicates_make_one_payment_and_one_provider_call() {
+    let app = spawn_app().await;
+    let calls = (0..50).map(|_| {
+        let mut grpc = app.grpc.clone();
+        let request = keyed(&app, "k-concurrent");
+        async move { grpc.create_checkout(request).await }
+    });
+    let responses = futures::future::join_all(calls).await;
+    let mut ids = std::collections::HashSet::new();
+    let mut fresh = 0;
+    for response in responses {
+        let response = response.expect("every duplicate succeeds").into_inner();
+        fresh += usize::from(!response.replayed);
+        ids.insert(response.payment.unwrap().id);
+    }
+    assert_eq!(fresh, 1, "exactly one response is not a replay");
+    assert_eq!(ids.len(), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 1);
+    assert_eq!(app.gateway.metrics().provider_calls("sandbox", "create"), 1);
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_with_the_same_payment() {
+    let provider = Arc::new(Scripted::default());
+    provider
+        .script
+        .lock()
+        .unwrap()
+        .extend([Err(ProviderError::Unavailable("down".into())), Err(ProviderError::Timeout)]);
+    let app = spawn_app_with(|_| {}, vec![provider.clone()]).await;
+    let mut request = keyed(&app, "k-transient");
+    request.provider = "xpay".into();
+
+    let status = app.grpc.clone().create_checkout(request.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(error_info(&status).0, "PROVIDER_UNAVAILABLE");
+    assert!(!status.message().contains("down"), "no provider detail leaks: {}", status.message());
+    let status = app.grpc.clone().create_checkout(request.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+    assert_eq!(error_info(&status).0, "PROVIDER_TIMEOUT");
+
+    let ok = app.grpc.clone().create_checkout(request.clone()).await.unwrap().into_inner();
+    let payment = ok.payment.unwrap();
+    assert_eq!(payment.checkout_url, format!("https://pay.example/{}", payment.id));
+    assert_eq!(payment.provider_checkout_id, format!("cs_{}", payment.id));
+    assert_eq!(*provider.calls.lock().unwrap(), 3);
+    assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 1, "every retry reused one payment");
+
+    let replay = app.grpc.clone().create_checkout(request).await.unwrap().into_inner();
+    assert!(replay.replayed);
+    assert_eq!(*provider.calls.lock().unwrap(), 3);
+
+    // Refresh surfaces a provider failure instead of stale data.
+    let refresh = pb::GetPaymentStatusRequest { payment_id: payment.id.clone(), refresh: true, ..Default::default() };
+    let status = app.grpc.clone().get_payment_status(refresh).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+}
+
+#[tokio::test]
+async fn a_rejection_is_definitive_and_replayed_as_the_error() {
+    let provider = Arc::new(Scripted::default());
+    provider.script.lock().unwrap().push_back(Err(ProviderError::Rejected {
+        code: "invalid_currency".into(),
+        message: "currency not supported".into(),
+    }));
+    let app = spawn_app_with(|_| {}, vec![provider.clone()]).await;
+    let mut request = keyed(&app, "k-rejected");
+    request.provider = "xpay".into();
+
+    for _ in 0..2 {
+        let status = app.grpc.clone().create_checkout(request.clone()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let (reason, metadata) = error_info(&status);
+        assert_eq!(reason, "PROVIDER_REJECTED");
+        assert_eq!(metadata["provider_code"], "invalid_currency");
+    }
+    assert_eq!(*provider.calls.lock().unwrap(), 1);
+    let failed: String = sqlx::query_scalar("SELECT status FROM payments").fetch_one(&app.db).await.unwrap();
+    assert_eq!(failed, "failed");
+
+    // Without a key, a rejection is still recorded on the payment.
+    request.idempotency_key.clear();
+    provider.script.lock().unwrap().push_back(Err(ProviderError::Rejected { code: "c".into(), message: "m".into() }));
+    assert_eq!(app.grpc.clone().create_checkout(request).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(app.count("SELECT COUNT(*) FROM payments WHERE failure_code = 'PROVIDER_REJECTED'").await, 2);
+}
