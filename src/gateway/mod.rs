@@ -7,9 +7,9 @@ mod create;
 mod expiry;
 mod status;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use callbacks::CallbackOutcome;
 pub use expiry::run_expiry_sweeper;
@@ -32,6 +32,8 @@ struct Inner {
     registry: Registry,
     metrics: Metrics,
     idempotency_wait: Duration,
+    /// When each payment last had a background refresh scheduled (rate limit).
+    refreshes: Mutex<HashMap<String, Instant>>,
 }
 
 impl Gateway {
@@ -43,6 +45,7 @@ impl Gateway {
                 registry,
                 metrics: Metrics::default(),
                 idempotency_wait: Duration::from_secs(60),
+                refreshes: Mutex::new(HashMap::new()),
             }),
         }
     }

@@ -1,9 +1,14 @@
 //! GetPaymentStatus and provider status refreshes.
 
+use std::time::{Duration, Instant};
+
 use super::Gateway;
 use crate::domain::{Outcome, Payment, PaymentId, PaymentStatus, StatusReport};
 use crate::error::ApiError;
 use crate::store::payments::{self, EventInfo};
+
+/// Minimum time between two background refreshes of one payment.
+pub const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Gateway {
     /// Looks a payment up by id, or the newest by merchant reference; `refresh` asks the provider.
@@ -44,6 +49,33 @@ impl Gateway {
             return Ok(payment);
         };
         self.apply_report(&payment.id, &report, source).await
+    }
+
+    /// Refreshes `payment` in the background, at most once per [`REFRESH_MIN_INTERVAL`] per payment
+    /// and never for a SUCCEEDED one, so unauthenticated triggers (shopper returns, refused browser
+    /// callbacks) cannot hammer a provider. Returns whether a refresh was scheduled.
+    pub fn schedule_refresh(&self, payment: Payment) -> bool {
+        if payment.status == PaymentStatus::Succeeded {
+            return false;
+        }
+        let now = Instant::now();
+        {
+            let Ok(mut last) = self.inner.refreshes.lock() else { return false };
+            if last.get(&payment.id).is_some_and(|t| now.duration_since(*t) < REFRESH_MIN_INTERVAL) {
+                return false;
+            }
+            if last.len() > 10_000 {
+                last.retain(|_, t| now.duration_since(*t) < REFRESH_MIN_INTERVAL);
+            }
+            last.insert(payment.id.clone(), now);
+        }
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = gateway.refresh(payment, "refresh").await {
+                tracing::info!(error = %e, "scheduled status refresh failed");
+            }
+        });
+        true
     }
 
     /// Applies a trusted status report in one transaction with the payment locked.

@@ -1,15 +1,18 @@
-//! `POST /callbacks/{provider}[/{account}]`: server-to-server callbacks, the same code path as
-//! VerifyCallback.
+//! `POST /callbacks/{provider}[/{account}]`: provider callbacks, the same code path as
+//! VerifyCallback. Server-to-server callbacks get status codes and JSON; callbacks a provider
+//! delivers through the shopper's browser (a form POST) get a redirect back to the caller's page.
 
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 
-use super::{HttpState, error_response};
-use crate::providers::RawCallback;
+use super::{HttpState, error_response, page};
+use crate::domain::{Payment, PaymentId, PaymentStatus};
+use crate::gateway::CallbackOutcome;
+use crate::providers::{CallbackTransport, RawCallback};
 
 pub async fn default_account(
     State(state): State<HttpState>,
@@ -40,9 +43,16 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let raw = RawCallback { headers: join_headers(&headers), body: body.to_vec(), query: query.0.unwrap_or_default() };
-    match state.gateway.handle_callback(provider, account, &raw).await {
+    let transport = state
+        .gateway
+        .registry()
+        .resolve(provider, account)
+        .map(|p| p.callback_transport())
+        .unwrap_or(CallbackTransport::ServerToServer);
+    let result = state.gateway.handle_callback(provider, account, &raw).await;
+    match (transport, result) {
         // Accepted, duplicate and amount-mismatch alike: 200 after commit, so the provider stops retrying.
-        Ok(outcome) => {
+        (CallbackTransport::ServerToServer, Ok(outcome)) => {
             let body = serde_json::json!({
                 "payment_id": outcome.payment.id,
                 "event_id": outcome.event_id,
@@ -51,8 +61,38 @@ async fn handle(
             });
             (StatusCode::OK, axum::Json(body)).into_response()
         }
-        Err(e) => error_response(&e),
+        (CallbackTransport::ServerToServer, Err(e)) => error_response(&e),
+        (CallbackTransport::Browser, Ok(CallbackOutcome { payment, .. })) => back_to_caller(&payment),
+        (CallbackTransport::Browser, Err(e)) => {
+            // The browser's post could not be trusted: change nothing, ask the provider instead,
+            // and still send the shopper back to the caller's page.
+            tracing::info!(reason = e.reason(), "browser-delivered callback refused; scheduling a status lookup");
+            let Some(payment) = payment_named_in_query(&state, provider, &raw.query).await else {
+                return page::message(StatusCode::NOT_FOUND, "Payment not found", "This payment does not exist.");
+            };
+            state.gateway.schedule_refresh(payment.clone());
+            back_to_caller(&payment)
+        }
     }
+}
+
+/// 303 to the caller's `cancel_url` for a cancelled payment, else its `return_url`; a small page when empty.
+fn back_to_caller(payment: &Payment) -> Response {
+    let target = if payment.status == PaymentStatus::Cancelled { &payment.cancel_url } else { &payment.return_url };
+    if target.is_empty() {
+        let text = format!("Payment {} is {}. You can close this window.", payment.id, payment.status);
+        return page::message(StatusCode::OK, "Thank you", &text);
+    }
+    Redirect::to(target).into_response()
+}
+
+/// The payment a browser-delivered callback URL names (`?payment_id=…`), if it belongs to `provider`.
+async fn payment_named_in_query(state: &HttpState, provider: &str, query: &str) -> Option<Payment> {
+    let id =
+        url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "payment_id").map(|(_, v)| v.into_owned())?;
+    let id = PaymentId::parse(&id)?;
+    let payment = state.gateway.get_status(id.as_str(), "", false).await.ok()?;
+    (payment.provider == provider).then_some(payment)
 }
 
 /// Header names lower-cased, repeated headers joined with `, `.

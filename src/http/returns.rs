@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::{HttpState, page};
-use crate::domain::{PaymentId, PaymentStatus};
+use crate::domain::PaymentId;
 
 pub async fn shopper_return(
     State(state): State<HttpState>,
@@ -21,15 +21,7 @@ pub async fn shopper_return(
         Ok(p) if p.provider == provider => p,
         _ => return not_found(),
     };
-    if payment.status != PaymentStatus::Succeeded {
-        let gateway = state.gateway.clone();
-        let snapshot = payment.clone();
-        tokio::spawn(async move {
-            if let Err(e) = gateway.refresh(snapshot, "refresh").await {
-                tracing::info!(error = %e, "status refresh after shopper return failed");
-            }
-        });
-    }
+    state.gateway.schedule_refresh(payment.clone());
     let cancelled = query.get("outcome").is_some_and(|o| o == "cancel");
     let target = if cancelled { &payment.cancel_url } else { &payment.return_url };
     if target.is_empty() {
