@@ -205,8 +205,11 @@ fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), Validati
     Ok(())
 }
 
+/// An absolute http(s) URL written in printable ASCII only (it is sent back verbatim as a
+/// `Location` header, which cannot carry anything else).
 fn is_http_url(s: &str) -> bool {
-    url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+    s.bytes().all(|b| (0x21..=0x7e).contains(&b))
+        && url::Url::parse(s).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
 }
 
 #[cfg(test)]
@@ -326,5 +329,13 @@ mod tests {
         let mut i = valid();
         i.cancel_url = "/relative".into();
         assert_eq!(field_of(i), "cancel_url");
+        for bad in ["https://shop.example/caf\u{e9}", "https://shop.example/a b", "https://shop.example/\n"] {
+            let mut i = valid();
+            i.return_url = bad.into();
+            assert_eq!(field_of(i), "return_url", "{bad}");
+        }
+        let mut i = valid();
+        i.return_url = "https://shop.example/done?order=1&x=%C3%A9#top".into();
+        assert!(NewCheckout::parse(i).is_ok());
     }
 }

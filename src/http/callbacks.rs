@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 
 use super::{HttpState, error_response, page};
 use crate::domain::{Payment, PaymentId, PaymentStatus};
@@ -83,7 +83,7 @@ fn back_to_caller(payment: &Payment) -> Response {
         let text = format!("Payment {} is {}. You can close this window.", payment.id, payment.status);
         return page::message(StatusCode::OK, "Thank you", &text);
     }
-    Redirect::to(target).into_response()
+    page::see_other(target)
 }
 
 /// The payment a browser-delivered callback URL names (`?payment_id=…`), if it belongs to `provider`.

@@ -21,6 +21,14 @@ dt{{color:#555}}dd{{margin:0 0 .75rem}}button{{font-size:1rem;padding:.5rem 1.25
     (status, Html(html)).into_response()
 }
 
+/// 303 See Other to `target` exactly as given; a page with the link if it cannot be a header.
+pub fn see_other(target: &str) -> Response {
+    match axum::http::HeaderValue::from_str(target) {
+        Ok(location) => (StatusCode::SEE_OTHER, [(axum::http::header::LOCATION, location)]).into_response(),
+        Err(_) => render(StatusCode::OK, "Continue", &format!("<p><a href=\"{0}\">{0}</a></p>", esc(target))),
+    }
+}
+
 /// A short page with one message.
 pub fn message(status: StatusCode, title: &str, text: &str) -> Response {
     render(status, title, &format!("<p>{}</p>", esc(text)))

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 
 use super::{HttpState, page};
 use crate::domain::PaymentId;
@@ -28,5 +28,5 @@ pub async fn shopper_return(
         let text = format!("Payment {} is {}. You can close this window.", payment.id, payment.status);
         return page::message(StatusCode::OK, "Thank you", &text);
     }
-    Redirect::to(target).into_response()
+    page::see_other(target)
 }

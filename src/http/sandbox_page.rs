@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use chrono::Utc;
 
 use super::HttpState;
@@ -130,5 +130,5 @@ pub async fn submit(
         };
         return page::message(StatusCode::OK, outcome, &format!("{outcome} for {}.", payment.id));
     }
-    Redirect::to(target).into_response()
+    page::see_other(target)
 }
