@@ -54,12 +54,19 @@ CREATE TABLE payment_events (
 CREATE UNIQUE INDEX payment_events_version_uidx ON payment_events (payment_id, version) WHERE version IS NOT NULL;
 CREATE INDEX payment_events_payment_idx ON payment_events (payment_id, sequence);
 
+-- Append-only: no UPDATE, no TRUNCATE; DELETE only by the retention job, which sets
+-- `SET LOCAL paygate.allow_prune = 'on'` in its own transaction.
 CREATE FUNCTION payment_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    RAISE EXCEPTION 'payment_events is append-only';
+    IF TG_OP = 'DELETE' AND current_setting('paygate.allow_prune', true) = 'on' THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'payment_events is append-only (%)', TG_OP;
 END $$;
-CREATE TRIGGER payment_events_no_update BEFORE UPDATE ON payment_events
+CREATE TRIGGER payment_events_no_update BEFORE UPDATE OR DELETE ON payment_events
     FOR EACH ROW EXECUTE FUNCTION payment_events_append_only();
+CREATE TRIGGER payment_events_no_truncate BEFORE TRUNCATE ON payment_events
+    FOR EACH STATEMENT EXECUTE FUNCTION payment_events_append_only();
 
 -- Idempotency keys, scoped to provider + account.
 CREATE TABLE idempotency_keys (
@@ -71,6 +78,8 @@ CREATE TABLE idempotency_keys (
     state        TEXT        NOT NULL CHECK (state IN ('in_progress', 'retryable', 'completed')),
     -- While in progress: after this time another request may take the key over (crash recovery).
     locked_until TIMESTAMPTZ,
+    -- Fencing token of the current holder: a holder whose lease was taken over cannot write.
+    lease_token  TEXT,
     -- A definitive error to replay (PROVIDER_REJECTED), as {reason, message, provider_code}.
     error        JSONB,
     created_at   TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),

@@ -26,8 +26,9 @@ pub enum ApiError {
     SignatureExpired,
     #[error("callback amount or currency differs from the payment")]
     AmountMismatch { payment_id: String },
-    #[error("provider rejected the request: {message}")]
-    ProviderRejected { provider_code: String, message: String },
+    /// The provider's own text stays out: providers echo request fields (emails, phones) in errors.
+    #[error("provider rejected the request")]
+    ProviderRejected { provider_code: String },
     #[error("provider is unavailable")]
     ProviderUnavailable,
     #[error("provider timed out")]
@@ -157,7 +158,7 @@ mod tests {
             (ApiError::SignatureInvalid, Code::PermissionDenied, 401),
             (ApiError::SignatureExpired, Code::PermissionDenied, 401),
             (ApiError::AmountMismatch { payment_id: "p".into() }, Code::FailedPrecondition, 200),
-            (ApiError::ProviderRejected { provider_code: "c".into(), message: "m".into() }, Code::InvalidArgument, 422),
+            (ApiError::ProviderRejected { provider_code: "c".into() }, Code::InvalidArgument, 422),
             (ApiError::ProviderUnavailable, Code::Unavailable, 503),
             (ApiError::ProviderTimeout, Code::DeadlineExceeded, 504),
         ];

@@ -117,9 +117,23 @@ impl Application {
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let sweeper = tokio::spawn(run_expiry_sweeper(self.gateway.clone(), EXPIRY_INTERVAL, shutdown.clone()));
 
-        let grpc = tokio::spawn(grpc);
-        let http = tokio::spawn(async move { http.await });
-        shutdown.cancelled().await;
+        let mut grpc = tokio::spawn(grpc);
+        let mut http = tokio::spawn(async move { http.await });
+        // A server that stops on its own (bind lost, accept error) takes the process down with it,
+        // rather than leaving it half-served behind a green readiness probe.
+        let early_exit = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            r = &mut grpc => Some(("gRPC", r.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)))),
+            r = &mut http => Some(("HTTP", r.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)))),
+        };
+        if let Some((which, result)) = early_exit {
+            shutdown.cancel();
+            sweeper.abort();
+            grpc.abort();
+            http.abort();
+            let error = result.err().unwrap_or_else(|| anyhow::anyhow!("server ended unexpectedly"));
+            return Err(error.context(format!("{which} server stopped")));
+        }
         tracing::info!("shutting down: draining in-flight requests");
         let drained = tokio::time::timeout(self.grace, async {
             let (g, h) = tokio::join!(grpc, http);

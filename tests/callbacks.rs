@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{SANDBOX_SECRET, TestApp, error_info, sandbox_body, spawn_app};
+use common::{SANDBOX_SECRET, TestApp, error_info, sandbox_body, spawn_app, spawn_app_with};
 use paygate::pb::{self, PaymentStatus};
 use paygate::providers::signature::sign_timestamped;
 
@@ -169,7 +169,16 @@ async fn amount_tampering_is_recorded_but_never_pays() {
 
 #[tokio::test]
 async fn unknown_payment_or_wrong_account_is_404_and_not_marked_seen() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(
+        |c| {
+            c.providers.sandbox.accounts.insert(
+                "shop-2".into(),
+                paygate::config::SandboxAccount { webhook_secret: Some("whsec_shop_2".into()), ..Default::default() },
+            );
+        },
+        Vec::new(),
+    )
+    .await;
     let payment = app.create_payment("cb-404").await;
 
     let unknown = sandbox_body("evt_u", "pay_01ARZ3NDEKTSV4RRFFQ69G5FAV", "succeeded", 1234, "USD");
@@ -185,7 +194,7 @@ async fn unknown_payment_or_wrong_account_is_404_and_not_marked_seen() {
 
     // Unknown provider or account in the path → 404; other methods → 405.
     let body = sandbox_body("evt_p", &payment.id, "succeeded", 1234, "USD");
-    for path in ["sandbox/other-shop", "paypal/default", "xpay"] {
+    for path in ["sandbox/no-such-shop", "paypal/default", "xpay"] {
         let r = app.post_callback(path, &body, &signed_now(&body)).await;
         assert_eq!(r.status(), 404, "{path}");
     }
@@ -194,9 +203,19 @@ async fn unknown_payment_or_wrong_account_is_404_and_not_marked_seen() {
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], "METHOD_NOT_ALLOWED");
     assert_eq!(app.client.put(format!("{}/callbacks/sandbox", app.http)).send().await.unwrap().status(), 405);
 
-    // The account-less route is the default account, and the payment is still payable.
+    // A correctly signed callback from another configured account is not about its payments:
+    // 404, and the event is not marked seen, so the right account's delivery still applies.
+    let other = sign_timestamped(b"whsec_shop_2", chrono::Utc::now().timestamp(), body.as_bytes());
+    let r = app.post_callback("sandbox/shop-2", &body, &other).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], "PAYMENT_NOT_FOUND");
+    assert_eq!(app.count("SELECT COUNT(*) FROM callback_receipts").await, 0);
+
+    // The account-less route is the default account; the same event id now applies.
     let r = app.post_callback("sandbox", &body, &signed_now(&body)).await;
     assert_eq!(r.status(), 200);
+    let json: serde_json::Value = r.json().await.unwrap();
+    assert_eq!((json["duplicate"].as_bool(), json["status_changed"].as_bool()), (Some(false), Some(true)));
     assert_eq!(app.get_payment(&payment.id).await.status(), PaymentStatus::Succeeded);
 }
 

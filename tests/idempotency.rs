@@ -2,23 +2,29 @@
 
 mod common;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use chrono::{DateTime, Utc};
 use common::{error_info, spawn_app, spawn_app_with};
 use paygate::domain::{Payment, StatusReport};
 use paygate::pb::{self, PaymentStatus};
 use paygate::providers::{
-    CallbackError, CheckoutContext, CheckoutCreated, Provider, ProviderError, RawCallback, VerifiedCallback,
+    CallbackError, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderError, RawCallback, VerifiedCallback,
 };
 
-/// A provider double registered as `xpay`: answers create calls from a script, counts them.
+/// A provider double registered as `xpay`: answers create calls from a script, counts them, can
+/// hold its first call until released, and accepts form callbacks `payment_id=…&status=…&sig=good`.
 #[derive(Debug, Default)]
 struct Scripted {
     script: Mutex<VecDeque<Result<(), ProviderError>>>,
     calls: Mutex<u32>,
+    hold_first: AtomicBool,
+    release: Notify,
 }
 
 #[async_trait::async_trait]
@@ -30,11 +36,18 @@ impl Provider for Scripted {
         "default"
     }
     async fn create_checkout(&self, ctx: CheckoutContext<'_>) -> Result<CheckoutCreated, ProviderError> {
-        *self.calls.lock().unwrap() += 1;
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            *calls += 1;
+            *calls
+        };
+        if self.hold_first.swap(false, Ordering::SeqCst) {
+            self.release.notified().await;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
         let next = self.script.lock().unwrap().pop_front().unwrap_or(Ok(()));
         next.map(|()| CheckoutCreated {
-            checkout_url: format!("https://pay.example/{}", ctx.payment_id),
+            checkout_url: format!("https://pay.example/{}?call={call}", ctx.payment_id),
             provider_checkout_id: Some(format!("cs_{}", ctx.payment_id)),
             ..Default::default()
         })
@@ -42,9 +55,48 @@ impl Provider for Scripted {
     async fn fetch_status(&self, _payment: &Payment) -> Result<Option<StatusReport>, ProviderError> {
         Err(ProviderError::Unavailable("scripted".into()))
     }
-    fn verify_callback(&self, _raw: &RawCallback, _now: DateTime<Utc>) -> Result<VerifiedCallback, CallbackError> {
-        Err(CallbackError::SignatureInvalid)
+    fn verify_callback(&self, raw: &RawCallback, _now: DateTime<Utc>) -> Result<VerifiedCallback, CallbackError> {
+        let form: HashMap<String, String> =
+            url::form_urlencoded::parse(&raw.body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        if form.get("sig").map(String::as_str) != Some("good") {
+            return Err(CallbackError::SignatureInvalid);
+        }
+        Ok(VerifiedCallback {
+            dedupe_key: format!("{}:{}", form["payment_id"], form["status"]),
+            event_id: "scripted".into(),
+            payment: PaymentRef::Id(form["payment_id"].clone()),
+            report: StatusReport { status: form["status"].parse().ok(), ..Default::default() },
+        })
     }
+}
+
+fn calls(provider: &Scripted) -> u32 {
+    *provider.calls.lock().unwrap()
+}
+
+async fn wait_for_calls(provider: &Scripted, n: u32) {
+    for _ in 0..250 {
+        if calls(provider) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("provider never reached {n} calls");
+}
+
+async fn scripted_callback(app: &common::TestApp, payment_id: &str, status: &str) -> pb::VerifyCallbackResponse {
+    let request = pb::VerifyCallbackRequest {
+        provider: "xpay".into(),
+        body: format!("payment_id={payment_id}&status={status}&sig=good").into_bytes(),
+        ..Default::default()
+    };
+    app.grpc.clone().verify_callback(request).await.expect("callback accepted").into_inner()
+}
+
+fn xpay_keyed(app: &common::TestApp, key: &str) -> pb::CreateCheckoutRequest {
+    let mut request = keyed(app, key);
+    request.provider = "xpay".into();
+    request
 }
 
 fn keyed(app: &common::TestApp, key: &str) -> pb::CreateCheckoutRequest {
@@ -177,7 +229,7 @@ async fn transient_failures_are_retried_with_the_same_payment() {
 
     let ok = app.grpc.clone().create_checkout(request.clone()).await.unwrap().into_inner();
     let payment = ok.payment.unwrap();
-    assert_eq!(payment.checkout_url, format!("https://pay.example/{}", payment.id));
+    assert_eq!(payment.checkout_url, format!("https://pay.example/{}?call=3", payment.id));
     assert_eq!(payment.provider_checkout_id, format!("cs_{}", payment.id));
     assert_eq!(*provider.calls.lock().unwrap(), 3);
     assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 1, "every retry reused one payment");
@@ -209,6 +261,7 @@ async fn a_rejection_is_definitive_and_replayed_as_the_error() {
         let (reason, metadata) = error_info(&status);
         assert_eq!(reason, "PROVIDER_REJECTED");
         assert_eq!(metadata["provider_code"], "invalid_currency");
+        assert!(!status.message().contains("currency not supported"), "provider text stays out: {}", status.message());
     }
     assert_eq!(*provider.calls.lock().unwrap(), 1);
     let failed: String = sqlx::query_scalar("SELECT status FROM payments").fetch_one(&app.db).await.unwrap();
@@ -219,4 +272,81 @@ async fn a_rejection_is_definitive_and_replayed_as_the_error() {
     provider.script.lock().unwrap().push_back(Err(ProviderError::Rejected { code: "c".into(), message: "m".into() }));
     assert_eq!(app.grpc.clone().create_checkout(request).await.unwrap_err().code(), tonic::Code::InvalidArgument);
     assert_eq!(app.count("SELECT COUNT(*) FROM payments WHERE failure_code = 'PROVIDER_REJECTED'").await, 2);
+}
+
+#[tokio::test]
+async fn a_callback_during_the_provider_call_finds_the_committed_payment() {
+    let provider = Arc::new(Scripted::default());
+    provider.hold_first.store(true, Ordering::SeqCst);
+    let app = spawn_app_with(|_| {}, vec![provider.clone()]).await;
+    let create = tokio::spawn({
+        let mut grpc = app.grpc.clone();
+        let request = xpay_keyed(&app, "k-inflight");
+        async move { grpc.create_checkout(request).await }
+    });
+    wait_for_calls(&provider, 1).await;
+    let id: String = sqlx::query_scalar("SELECT id FROM payments").fetch_one(&app.db).await.unwrap();
+    let response = scripted_callback(&app, &id, "succeeded").await;
+    assert!(response.status_changed, "the PENDING row was committed before the provider call");
+
+    provider.release.notify_one();
+    let created = create.await.unwrap().unwrap().into_inner();
+    assert!(!created.replayed);
+    let payment = created.payment.unwrap();
+    assert_eq!(payment.status(), PaymentStatus::Succeeded);
+    assert_eq!(payment.checkout_url, format!("https://pay.example/{id}?call=1"));
+    assert_eq!(payment.version, 3, "created, paid, checkout recorded");
+}
+
+#[tokio::test]
+async fn a_holder_whose_lease_was_taken_over_cannot_record_its_outcome() {
+    let provider = Arc::new(Scripted::default());
+    provider.hold_first.store(true, Ordering::SeqCst);
+    let app = spawn_app_with(|_| {}, vec![provider.clone()]).await;
+    let first = tokio::spawn({
+        let mut grpc = app.grpc.clone();
+        let request = xpay_keyed(&app, "k-lease");
+        async move { grpc.create_checkout(request).await }
+    });
+    wait_for_calls(&provider, 1).await;
+    // Simulate a holder that outlived its lease (e.g. a stalled process).
+    sqlx::query("UPDATE idempotency_keys SET locked_until = now() - interval '1 second'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+
+    let second = app.grpc.clone().create_checkout(xpay_keyed(&app, "k-lease")).await.unwrap().into_inner();
+    assert!(!second.replayed);
+    let taken = second.payment.unwrap();
+    assert!(taken.checkout_url.ends_with("?call=2"), "{}", taken.checkout_url);
+
+    provider.release.notify_one();
+    let first = first.await.unwrap().unwrap().into_inner();
+    assert!(first.replayed, "the fenced-out holder replays instead of writing");
+    let replayed = first.payment.unwrap();
+    assert_eq!(replayed.id, taken.id);
+    assert_eq!(replayed.checkout_url, taken.checkout_url);
+    let opened = app.count("SELECT COUNT(*) FROM payment_events WHERE kind = 'checkout_opened'").await;
+    assert_eq!(opened, 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_a_timeout_does_not_reopen_a_payment_that_moved_on() {
+    let provider = Arc::new(Scripted::default());
+    provider.script.lock().unwrap().push_back(Err(ProviderError::Timeout));
+    let app = spawn_app_with(|_| {}, vec![provider.clone()]).await;
+    let request = xpay_keyed(&app, "k-moved-on");
+    assert_eq!(
+        app.grpc.clone().create_checkout(request.clone()).await.unwrap_err().code(),
+        tonic::Code::DeadlineExceeded
+    );
+
+    // The provider had in fact opened the checkout, and the shopper paid.
+    let id: String = sqlx::query_scalar("SELECT id FROM payments").fetch_one(&app.db).await.unwrap();
+    assert!(scripted_callback(&app, &id, "succeeded").await.status_changed);
+
+    let retry = app.grpc.clone().create_checkout(request).await.unwrap().into_inner();
+    assert!(retry.replayed);
+    assert_eq!(retry.payment.unwrap().status(), PaymentStatus::Succeeded);
+    assert_eq!(calls(&provider), 1, "no second provider call for a paid payment");
 }

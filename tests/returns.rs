@@ -135,9 +135,10 @@ async fn shopper_return_redirects_and_schedules_a_refresh() {
         assert_eq!(app.client.get(&url).send().await.unwrap().status(), 404, "{url}");
     }
 
-    // A sandbox payment returns without any provider call (the sandbox has nothing to report).
+    // A sandbox return asks the sandbox too, which has nothing to report: nothing changes.
     let sandbox = app.create_payment("return-sbx").await;
     let r = app.client.get(format!("{}/return/sandbox/{}", app.http, sandbox.id)).send().await.unwrap();
     assert_eq!(r.status(), 303);
+    wait_for(async || app.gateway.metrics().provider_calls("sandbox", "status") == 1).await;
     assert_eq!(app.get_payment(&sandbox.id).await.version, sandbox.version);
 }

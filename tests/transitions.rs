@@ -105,12 +105,18 @@ async fn versions_and_events_agree() {
             .await
             .unwrap();
     assert_eq!(snapshot_status, "succeeded");
-    // The log is append-only.
-    let update = sqlx::query("UPDATE payment_events SET kind = 'x' WHERE payment_id = $1")
-        .bind(&payment.id)
-        .execute(&app.db)
-        .await;
-    assert!(update.is_err());
+    // The log is append-only: no UPDATE, DELETE (outside the retention job) or TRUNCATE.
+    for sql in ["UPDATE payment_events SET kind = 'x'", "DELETE FROM payment_events", "TRUNCATE payment_events CASCADE"]
+    {
+        assert!(sqlx::query(sql).execute(&app.db).await.is_err(), "{sql}");
+    }
+    let versions_after: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM payment_events WHERE payment_id = $1 AND version IS NOT NULL")
+            .bind(&payment.id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(versions_after, last.version);
 }
 
 #[tokio::test]

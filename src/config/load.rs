@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use super::Config;
+use super::{Config, SECRET_KEYS};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +72,14 @@ pub fn load_from(file: Option<&Path>, env: impl IntoIterator<Item = (String, Str
     resolve_files(&mut env_layer, "")?;
     merge(&mut tree, env_layer);
 
-    let mut config: Config = serde_path_to_error::deserialize(tree)
-        .map_err(|e| ConfigError::Invalid { path: e.path().to_string(), message: e.inner().to_string() })?;
+    let mut config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let path = e.path().to_string();
+        // serde's messages quote the offending value: never for a secret.
+        let last = path.rsplit('.').next().unwrap_or_default();
+        let secret = SECRET_KEYS.contains(&last) || path == "database.url";
+        let message = if secret { "invalid value (not shown: secret)".to_owned() } else { e.inner().to_string() };
+        ConfigError::Invalid { path, message }
+    })?;
     if config.providers.sandbox.enabled {
         config.providers.sandbox.accounts.entry("default".into()).or_default();
     }
@@ -162,7 +168,6 @@ fn resolve_files(node: &mut Value, prefix: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -290,6 +295,20 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("server.grpc_addr"), "{e}");
-        let _ = std::io::stdout().flush();
+        assert!(e.contains("providers.sandbox.accounts.bad!"), "{e}");
+    }
+
+    #[test]
+    fn secret_values_never_appear_in_errors_or_output() {
+        let f = file("[providers.xpay.accounts.default]\nsecret_key = 12345678\n");
+        let e = load_from(Some(&f.0), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("secret_key") && !e.contains("12345678"), "{e}");
+        for url in ["postgres://app:hunter2@db/paygate", "postgres://app@db/paygate?sslmode=require&password=hunter2"] {
+            let c = load_from(None, env(&[("DATABASE_URL", url)])).unwrap();
+            let out = c.to_redacted_toml();
+            assert!(!out.contains("hunter2") && out.contains("url = \"<redacted>\""), "{out}");
+        }
+        let c = load_from(None, env(&[("DATABASE_URL", "postgres://app@db/paygate?sslmode=require")])).unwrap();
+        assert!(c.to_redacted_toml().contains("postgres://app@db/paygate?sslmode=require"));
     }
 }

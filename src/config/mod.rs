@@ -309,14 +309,16 @@ fn redact(value: &mut serde_json::Value) {
     }
 }
 
-/// Replaces the password of a URL (e.g. a database URL) with `<redacted>`.
+/// Query parameters of a Postgres URL that carry credentials.
+const URL_SECRET_PARAMS: &[&str] = &["password", "sslpassword"];
+
+/// A URL (e.g. the database URL) as printable: `"<redacted>"` when it carries a credential (a
+/// password in the userinfo or a password query parameter) or cannot be parsed.
 pub fn redact_url_password(raw: &str) -> String {
     match url::Url::parse(raw) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("redacted"));
-            u.to_string()
+        Ok(u) if u.password().is_none() && !u.query_pairs().any(|(k, _)| URL_SECRET_PARAMS.contains(&k.as_ref())) => {
+            raw.to_owned()
         }
-        Ok(_) => raw.to_owned(),
-        Err(_) => "<redacted>".to_owned(),
+        _ => "<redacted>".to_owned(),
     }
 }

@@ -158,7 +158,7 @@ fn validate_line_items(items: &[LineItem], amount_minor: i64) -> Result<(), Vali
     if items.is_empty() {
         return Ok(());
     }
-    let mut total: i64 = 0;
+    // Each item first (the most specific field), then the total.
     for (i, item) in items.iter().enumerate() {
         if item.quantity < 1 {
             return Err(invalid(format!("line_items[{i}].quantity"), "must be at least 1"));
@@ -166,12 +166,11 @@ fn validate_line_items(items: &[LineItem], amount_minor: i64) -> Result<(), Vali
         if item.unit_amount_minor < 0 {
             return Err(invalid(format!("line_items[{i}].unit_amount_minor"), "must not be negative"));
         }
-        total = item
-            .unit_amount_minor
-            .checked_mul(i64::from(item.quantity))
-            .and_then(|line| total.checked_add(line))
-            .ok_or_else(|| invalid("line_items", "total overflows"))?;
     }
+    let total = items
+        .iter()
+        .try_fold(0_i64, |sum, item| item.unit_amount_minor.checked_mul(i64::from(item.quantity))?.checked_add(sum))
+        .ok_or_else(|| invalid("line_items", "total overflows"))?;
     if total != amount_minor {
         return Err(invalid("line_items", "must sum to amount"));
     }
@@ -195,8 +194,8 @@ fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<(), Validati
         return Err(invalid("metadata", "at most 50 entries"));
     }
     for (k, v) in metadata {
-        if k.is_empty() || k.chars().count() > MAX_METADATA_KEY_CHARS {
-            return Err(invalid("metadata", "keys must be 1 to 40 characters"));
+        if k.chars().count() > MAX_METADATA_KEY_CHARS {
+            return Err(invalid("metadata", "keys must be at most 40 characters"));
         }
         if v.chars().count() > MAX_METADATA_VALUE_CHARS {
             return Err(invalid("metadata", "values must be at most 500 characters"));
@@ -286,7 +285,9 @@ mod tests {
         i.line_items = vec![item(-1, 1)];
         assert_eq!(field_of(i.clone()), "line_items[0].unit_amount_minor");
         i.line_items = vec![item(i64::MAX, 2)];
-        assert_eq!(field_of(i), "line_items");
+        assert_eq!(field_of(i.clone()), "line_items");
+        i.line_items = vec![item(i64::MAX, 2), item(0, 0)];
+        assert_eq!(field_of(i), "line_items[1].quantity", "items are checked before the total");
     }
 
     #[test]

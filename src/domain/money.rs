@@ -10,13 +10,17 @@ pub struct Currency {
 }
 
 impl Currency {
-    /// Parses an upper-case, active ISO 4217 code. Lower case, unknown codes and codes without
-    /// a minor unit (XXX, XTS, XAU, XDR, …) are rejected.
+    /// Parses an upper-case, active ISO 4217 code. Lower case, unknown and withdrawn codes (HRK,
+    /// CUC, …) and codes without a minor unit (XXX, XTS, XAU, XDR, …) are rejected.
     pub fn parse(code: &str) -> Option<Self> {
         if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
             return None;
         }
         let c = iso_currency::Currency::from_code(code)?;
+        // The crate marks VES as superseded by VED, but ISO 4217 lists both as active.
+        if c.is_superseded().is_some() && c != iso_currency::Currency::VES {
+            return None;
+        }
         let exponent = u32::from(c.exponent()?);
         Some(Self { code: c, exponent })
     }
@@ -111,11 +115,12 @@ mod tests {
         assert_eq!(Currency::parse("USD").unwrap().exponent(), 2);
         assert_eq!(Currency::parse("KWD").unwrap().exponent(), 3);
         assert_eq!(Currency::parse("INR").unwrap().code(), "INR");
+        assert!(Currency::parse("VES").is_some() && Currency::parse("VED").is_some());
     }
 
     #[test]
     fn bad_currencies_are_rejected() {
-        for bad in ["usd", "Usd", "XXX", "XTS", "XAU", "XDR", "ABC", "", "USDD", "US"] {
+        for bad in ["usd", "Usd", "XXX", "XTS", "XAU", "XDR", "ABC", "", "USDD", "US", "HRK", "CUC"] {
             assert!(Currency::parse(bad).is_none(), "{bad}");
         }
     }

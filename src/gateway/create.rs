@@ -1,18 +1,29 @@
 //! CreateCheckout: validation, idempotency, the provider call and recording its outcome.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Gateway;
 use crate::domain::checkout::CheckoutInput;
 use crate::domain::fingerprint::fingerprint;
+use crate::domain::ids::prefixed_ulid;
 use crate::domain::{NewCheckout, Outcome, Payment, PaymentId, PaymentStatus, StatusReport};
 use crate::error::ApiError;
-use crate::providers::{CheckoutContext, Provider, ProviderError};
-use crate::store::idempotency::{self, Existing, StoredError};
+use crate::providers::{CheckoutContext, CheckoutCreated, Provider, ProviderError};
+use crate::store::idempotency::{self, Existing, Scope, StoredError};
 use crate::store::payments::{self, EventInfo, NewPaymentRow};
 
-type Scope<'a> = (&'a str, &'a str, &'a str);
+/// Upper bound on one provider create call, well inside the idempotency lease, so a slow
+/// provider can never let a second request take the key over while the first still runs.
+pub const PROVIDER_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// `expires_at` recorded at creation when the request gives no `ttl`; adapters may override it.
+pub const PROVISIONAL_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// An idempotency key held by this request.
+struct Claim<'a> {
+    scope: Scope<'a>,
+    token: String,
+}
 
 impl Gateway {
     /// Creates a payment and opens its checkout. Returns the payment and whether this answer
@@ -24,20 +35,15 @@ impl Gateway {
         provider.validate(&checkout)?;
         match checkout.idempotency_key.clone() {
             None => {
-                let payment = self.insert_payment(&checkout).await?;
+                let id = PaymentId::new();
+                let mut tx = self.store().begin().await?;
+                let payment = payments::insert(&mut tx, &row(&id, &checkout)).await?;
+                tx.commit().await?;
                 tracing::Span::current().record("payment_id", payment.id.as_str());
-                self.open_checkout(&provider, &checkout, payment, None).await.map(|p| (p, false))
+                self.open_checkout(&provider, &checkout, payment, None).await
             }
             Some(key) => self.create_idempotent(&provider, &checkout, &key).await,
         }
-    }
-
-    async fn insert_payment(&self, checkout: &NewCheckout) -> Result<Payment, ApiError> {
-        let id = PaymentId::new();
-        let mut tx = self.store().begin().await?;
-        let payment = payments::insert(&mut tx, &row(&id, checkout)).await?;
-        tx.commit().await?;
-        Ok(payment)
     }
 
     async fn create_idempotent(
@@ -50,36 +56,44 @@ impl Gateway {
         let scope: Scope<'_> = (&checkout.provider, &checkout.account, key);
         let deadline = Instant::now() + self.inner.idempotency_wait;
         loop {
+            let claim = Claim { scope, token: prefixed_ulid("lease_") };
             let mut tx = self.store().begin().await?;
             let id = PaymentId::new();
-            if idempotency::try_insert(&mut tx, scope, &fp, id.as_str()).await? {
+            if idempotency::try_insert(&mut tx, scope, &fp, id.as_str(), &claim.token).await? {
                 let payment = payments::insert(&mut tx, &row(&id, checkout)).await?;
                 tx.commit().await?;
                 tracing::Span::current().record("payment_id", payment.id.as_str());
-                return self.open_checkout(provider, checkout, payment, Some(scope)).await.map(|p| (p, false));
+                return self.open_checkout(provider, checkout, payment, Some(&claim)).await;
             }
-            match idempotency::inspect_or_take_over(&mut tx, scope, &fp).await? {
+            match idempotency::inspect_or_take_over(&mut tx, scope, &fp, &claim.token).await? {
                 None => tx.rollback().await?,
                 Some(Existing::Mismatch { payment_id }) => return Err(ApiError::IdempotencyKeyReused { payment_id }),
                 Some(Existing::Completed { payment_id, error }) => {
                     tx.commit().await?;
                     if let Some(e) = error {
-                        return Err(ApiError::ProviderRejected { provider_code: e.provider_code, message: e.message });
+                        return Err(ApiError::ProviderRejected { provider_code: e.provider_code });
                     }
-                    let payment = self.load(&payment_id).await?;
-                    return Ok((payment, true));
+                    return Ok((self.load(&payment_id).await?, true));
                 }
                 Some(Existing::TakenOver { payment_id }) => {
                     tx.commit().await?;
                     let payment = self.load(&payment_id).await?;
-                    return self.open_checkout(provider, checkout, payment, Some(scope)).await.map(|p| (p, false));
+                    // A provider that timed out may still have opened the checkout, and a callback
+                    // may have moved the payment on: then there is nothing to retry.
+                    if payment.status != PaymentStatus::Pending || payment.checkout_url.is_some() {
+                        let mut tx = self.store().begin().await?;
+                        idempotency::complete(&mut tx, scope, &claim.token, None).await?;
+                        tx.commit().await?;
+                        return Ok((payment, true));
+                    }
+                    return self.open_checkout(provider, checkout, payment, Some(&claim)).await;
                 }
                 Some(Existing::InProgress) => {
                     tx.rollback().await?;
                     if Instant::now() > deadline {
                         return Err(ApiError::IdempotencyInProgress);
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
         }
@@ -90,47 +104,57 @@ impl Gateway {
         payments::get(&mut conn, id).await?.ok_or(ApiError::PaymentNotFound)
     }
 
-    /// Calls the provider for a committed PENDING payment and records the outcome.
+    /// Calls the provider for a committed PENDING payment and records the outcome. Returns the
+    /// payment and whether it is a replay (when this request lost its idempotency lease).
     async fn open_checkout(
         &self,
         provider: &Arc<dyn Provider>,
         checkout: &NewCheckout,
         payment: Payment,
-        scope: Option<Scope<'_>>,
-    ) -> Result<Payment, ApiError> {
+        claim: Option<&Claim<'_>>,
+    ) -> Result<(Payment, bool), ApiError> {
         self.metrics().count_call(provider.name(), "create");
         let ctx = CheckoutContext { payment_id: &payment.id, checkout, created_at: payment.created_at };
-        let result = provider.create_checkout(ctx).await;
+        let result = match tokio::time::timeout(PROVIDER_CALL_TIMEOUT, provider.create_checkout(ctx)).await {
+            Ok(result) => result,
+            Err(_) => Err(ProviderError::Timeout),
+        };
 
         let mut tx = self.store().begin().await?;
+        let fenced_in = match (&result, claim) {
+            (_, None) => true,
+            (Err(ProviderError::Rejected { code, .. }), Some(c)) => {
+                let stored = StoredError { provider_code: code.clone() };
+                idempotency::complete(&mut tx, c.scope, &c.token, Some(&stored)).await?
+            }
+            (Ok(_), Some(c)) => idempotency::complete(&mut tx, c.scope, &c.token, None).await?,
+            (Err(_), Some(c)) => idempotency::release(&mut tx, c.scope, &c.token).await?,
+        };
+        if !fenced_in {
+            // Our lease expired and another request took the key over: its outcome stands.
+            tx.rollback().await?;
+            tracing::warn!("idempotency lease lost while the provider call ran; replaying the current payment");
+            return Ok((self.load(&payment.id).await?, true));
+        }
         let before = payments::lock(&mut tx, &payment.id).await?.ok_or(ApiError::PaymentNotFound)?;
         let info = |kind| EventInfo { kind, source: "create", ..Default::default() };
         match result {
             Ok(created) => {
-                let mut after = before.clone();
-                after.checkout_url = Some(created.checkout_url);
-                after.provider_checkout_id = created.provider_checkout_id;
-                if created.provider_payment_id.is_some() {
-                    after.provider_payment_id = created.provider_payment_id;
-                }
-                after.expires_at = created.expires_at;
-                after.metadata.extend(created.metadata);
+                let after = with_checkout(&before, created);
                 let written = if after == before {
                     before
                 } else {
                     payments::update(&mut tx, &before, &after, &info("checkout_opened")).await?
                 };
-                if let Some(scope) = scope {
-                    idempotency::complete(&mut tx, scope, None).await?;
-                }
                 tx.commit().await?;
-                Ok(written)
+                Ok((written, false))
             }
-            Err(ProviderError::Rejected { code, message }) => {
+            Err(ProviderError::Rejected { code, .. }) => {
+                tracing::info!(provider_code = %code, "provider rejected the checkout");
                 let report = StatusReport {
                     status: Some(PaymentStatus::Failed),
                     failure_code: Some("PROVIDER_REJECTED".into()),
-                    failure_message: Some(message.clone()),
+                    failure_message: Some(format!("provider code {code}")),
                     ..Default::default()
                 };
                 match before.apply(&report) {
@@ -139,22 +163,30 @@ impl Gateway {
                     }
                     Outcome::Ignore { kind } => payments::record_not_applied(&mut tx, &before, &info(kind)).await?,
                 }
-                if let Some(scope) = scope {
-                    let stored = StoredError { provider_code: code.clone(), message: message.clone() };
-                    idempotency::complete(&mut tx, scope, Some(&stored)).await?;
-                }
                 tx.commit().await?;
-                Err(ApiError::ProviderRejected { provider_code: code, message })
+                Err(ApiError::ProviderRejected { provider_code: code })
             }
             Err(transient) => {
-                if let Some(scope) = scope {
-                    idempotency::release(&mut tx, scope).await?;
-                }
                 tx.commit().await?;
                 Err(transient.into())
             }
         }
     }
+}
+
+/// The payment with the provider's checkout recorded on it.
+fn with_checkout(before: &Payment, created: CheckoutCreated) -> Payment {
+    let mut after = before.clone();
+    after.checkout_url = Some(created.checkout_url);
+    after.provider_checkout_id = created.provider_checkout_id;
+    if created.provider_payment_id.is_some() {
+        after.provider_payment_id = created.provider_payment_id;
+    }
+    if created.expires_at.is_some() {
+        after.expires_at = created.expires_at;
+    }
+    after.metadata.extend(created.metadata);
+    after
 }
 
 fn row<'a>(id: &'a PaymentId, c: &'a NewCheckout) -> NewPaymentRow<'a> {
@@ -168,5 +200,6 @@ fn row<'a>(id: &'a PaymentId, c: &'a NewCheckout) -> NewPaymentRow<'a> {
         return_url: &c.return_url,
         cancel_url: &c.cancel_url,
         metadata: &c.metadata,
+        ttl: c.ttl.unwrap_or(PROVISIONAL_TTL),
     }
 }

@@ -2,15 +2,21 @@
 
 use std::time::Duration;
 
+use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::Gateway;
-use crate::domain::{PaymentStatus, StatusReport};
+use crate::domain::{Payment, PaymentStatus, StatusReport};
 use crate::error::ApiError;
 use crate::store::payments;
 
+fn is_due(p: &Payment) -> bool {
+    p.status.is_open() && p.expires_at.is_some_and(|t| t < Utc::now())
+}
+
 impl Gateway {
-    /// Expires every due payment once; returns how many changed.
+    /// Expires every due payment once; returns how many changed. Each payment is re-checked under
+    /// its row lock, so a callback that won the race (or a moved `expires_at`) is respected.
     pub async fn expire_due(&self) -> Result<usize, ApiError> {
         let ids = {
             let mut conn = self.store().pool().acquire().await?;
@@ -19,11 +25,10 @@ impl Gateway {
         let report = StatusReport { status: Some(PaymentStatus::Expired), ..Default::default() };
         let mut changed = 0;
         for id in ids {
-            // Re-checked under the row lock: a callback may have won the race.
-            let before = self.load(&id).await?;
-            if before.status.is_open() && before.expires_at.is_some_and(|t| t < chrono::Utc::now()) {
-                let after = self.apply_report(&id, &report, "expiry").await?;
-                changed += usize::from(after.version != before.version);
+            match self.apply_report_if(&id, &report, "expiry", is_due).await {
+                Ok(Some(_)) => changed += 1,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(payment_id = %id, error = %e, "cannot expire payment"),
             }
         }
         Ok(changed)

@@ -103,7 +103,7 @@ impl From<LookupError> for ApiError {
 impl From<ProviderError> for ApiError {
     fn from(e: ProviderError) -> Self {
         match e {
-            ProviderError::Rejected { code, message } => ApiError::ProviderRejected { provider_code: code, message },
+            ProviderError::Rejected { code, .. } => ApiError::ProviderRejected { provider_code: code },
             ProviderError::Unavailable(detail) => {
                 tracing::warn!(%detail, "provider unavailable");
                 ApiError::ProviderUnavailable

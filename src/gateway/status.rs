@@ -85,8 +85,24 @@ impl Gateway {
         report: &StatusReport,
         source: &'static str,
     ) -> Result<Payment, ApiError> {
+        let applied = self.apply_report_if(id, report, source, |_| true).await?;
+        applied.ok_or(ApiError::PaymentNotFound)
+    }
+
+    /// Like [`Gateway::apply_report`], only when `guard` holds for the locked row; `None` otherwise.
+    pub(super) async fn apply_report_if(
+        &self,
+        id: &str,
+        report: &StatusReport,
+        source: &'static str,
+        guard: impl Fn(&Payment) -> bool,
+    ) -> Result<Option<Payment>, ApiError> {
         let mut tx = self.store().begin().await?;
         let before = payments::lock(&mut tx, id).await?.ok_or(ApiError::PaymentNotFound)?;
+        if !guard(&before) {
+            tx.rollback().await?;
+            return Ok(None);
+        }
         let info = |kind| EventInfo { kind, source, provider_occurred_at: report.occurred_at, ..Default::default() };
         let after = match before.apply(report) {
             Outcome::Change { after, kind, .. } => payments::update(&mut tx, &before, &after, &info(kind)).await?,
@@ -96,6 +112,6 @@ impl Gateway {
             }
         };
         tx.commit().await?;
-        Ok(after)
+        Ok(Some(after))
     }
 }

@@ -84,13 +84,13 @@ pub async fn submit(
     form: Result<Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Some((payment, sandbox)) = lookup(&state, &payment_id).await else { return not_found() };
+    if !is_open(&payment) {
+        return page::message(StatusCode::CONFLICT, "Checkout closed", "This checkout is no longer open.");
+    }
     let action = form.as_ref().ok().and_then(|f| f.get("action")).and_then(|a| Action::parse(a));
     let Some(action) = action else {
         return page::message(StatusCode::BAD_REQUEST, "Unknown action", "Choose Pay, Fail or Cancel.");
     };
-    if !is_open(&payment) {
-        return page::message(StatusCode::CONFLICT, "Checkout closed", "This checkout is no longer open.");
-    }
 
     let (body, signature) = sandbox.build_callback(&payment, action, Utc::now());
     let delivered = state

@@ -1,9 +1,13 @@
-//! Idempotency keys: claim, replay, release.
+//! Idempotency keys: claim, replay, release. Each claim carries a fencing token, so a holder
+//! whose lease expired and was taken over can no longer record an outcome.
 
 use sqlx::{PgConnection, Row};
 
 /// How long a claim stays exclusive before another request may take it over (crash recovery).
 pub const LEASE_SECS: f64 = 120.0;
+
+/// The (provider, account, key) a key is scoped to.
+pub type Scope<'a> = (&'a str, &'a str, &'a str);
 
 /// The state of a key that another request already holds.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,7 +18,7 @@ pub enum Existing {
     Completed { payment_id: String, error: Option<StoredError> },
     /// Another request is working on it right now.
     InProgress,
-    /// We took it over (after a transient failure or an expired lease).
+    /// We took it over (after a transient failure or an expired lease) with our token.
     TakenOver { payment_id: String },
 }
 
@@ -22,20 +26,19 @@ pub enum Existing {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredError {
     pub provider_code: String,
-    pub message: String,
 }
 
-/// Claims a fresh key for `payment_id`. `false` when the key already exists.
+/// Claims a fresh key for `payment_id` with fencing `token`. `false` when the key already exists.
 pub async fn try_insert(
     conn: &mut PgConnection,
-    scope: (&str, &str, &str),
+    (provider, account, key): Scope<'_>,
     fingerprint: &[u8],
     payment_id: &str,
+    token: &str,
 ) -> Result<bool, sqlx::Error> {
-    let (provider, account, key) = scope;
     let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (provider, account, key, fingerprint, payment_id, state, locked_until) \
-         VALUES ($1, $2, $3, $4, $5, 'in_progress', clock_timestamp() + make_interval(secs => $6)) \
+        "INSERT INTO idempotency_keys (provider, account, key, fingerprint, payment_id, state, locked_until, lease_token) \
+         VALUES ($1, $2, $3, $4, $5, 'in_progress', clock_timestamp() + make_interval(secs => $6), $7) \
          ON CONFLICT DO NOTHING",
     )
     .bind(provider)
@@ -44,19 +47,20 @@ pub async fn try_insert(
     .bind(fingerprint)
     .bind(payment_id)
     .bind(LEASE_SECS)
+    .bind(token)
     .execute(conn)
     .await?
     .rows_affected();
     Ok(inserted == 1)
 }
 
-/// Inspects an existing key under a row lock and takes it over when it may be retried.
+/// Inspects an existing key under a row lock and takes it over with `token` when it may be retried.
 pub async fn inspect_or_take_over(
     conn: &mut PgConnection,
-    scope: (&str, &str, &str),
+    (provider, account, key): Scope<'_>,
     fingerprint: &[u8],
+    token: &str,
 ) -> Result<Option<Existing>, sqlx::Error> {
-    let (provider, account, key) = scope;
     let Some(row) = sqlx::query(
         "SELECT fingerprint, payment_id, state, error, locked_until < clock_timestamp() AS lease_expired \
          FROM idempotency_keys WHERE provider = $1 AND account = $2 AND key = $3 FOR UPDATE",
@@ -84,13 +88,14 @@ pub async fn inspect_or_take_over(
         "in_progress" if lease_expired != Some(true) => Existing::InProgress,
         _ => {
             sqlx::query(
-                "UPDATE idempotency_keys SET state = 'in_progress', updated_at = clock_timestamp(), \
-                     locked_until = clock_timestamp() + make_interval(secs => $4) \
+                "UPDATE idempotency_keys SET state = 'in_progress', lease_token = $4, updated_at = clock_timestamp(), \
+                     locked_until = clock_timestamp() + make_interval(secs => $5) \
                  WHERE provider = $1 AND account = $2 AND key = $3",
             )
             .bind(provider)
             .bind(account)
             .bind(key)
+            .bind(token)
             .bind(LEASE_SECS)
             .execute(&mut *conn)
             .await?;
@@ -99,36 +104,41 @@ pub async fn inspect_or_take_over(
     }))
 }
 
-/// Marks the key's outcome as definitive (optionally with an error to replay).
+/// Marks the outcome definitive (optionally with an error to replay). `false` when `token` no
+/// longer holds the key: the caller lost its lease and must not record anything.
 pub async fn complete(
     conn: &mut PgConnection,
-    scope: (&str, &str, &str),
+    scope: Scope<'_>,
+    token: &str,
     error: Option<&StoredError>,
-) -> Result<(), sqlx::Error> {
-    set_state(conn, scope, "completed", error).await
+) -> Result<bool, sqlx::Error> {
+    set_state(conn, scope, token, "completed", error).await
 }
 
 /// Releases the key after a transient failure so that a retry may call the provider again.
-pub async fn release(conn: &mut PgConnection, scope: (&str, &str, &str)) -> Result<(), sqlx::Error> {
-    set_state(conn, scope, "retryable", None).await
+pub async fn release(conn: &mut PgConnection, scope: Scope<'_>, token: &str) -> Result<bool, sqlx::Error> {
+    set_state(conn, scope, token, "retryable", None).await
 }
 
 async fn set_state(
     conn: &mut PgConnection,
-    (provider, account, key): (&str, &str, &str),
+    (provider, account, key): Scope<'_>,
+    token: &str,
     state: &str,
     error: Option<&StoredError>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE idempotency_keys SET state = $4, error = $5, locked_until = NULL, updated_at = clock_timestamp() \
-         WHERE provider = $1 AND account = $2 AND key = $3",
+) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "UPDATE idempotency_keys SET state = $5, error = $6, locked_until = NULL, updated_at = clock_timestamp() \
+         WHERE provider = $1 AND account = $2 AND key = $3 AND lease_token = $4 AND state = 'in_progress'",
     )
     .bind(provider)
     .bind(account)
     .bind(key)
+    .bind(token)
     .bind(state)
     .bind(error.map(sqlx::types::Json))
     .execute(conn)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }

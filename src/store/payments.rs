@@ -57,6 +57,8 @@ pub struct NewPaymentRow<'a> {
     pub return_url: &'a str,
     pub cancel_url: &'a str,
     pub metadata: &'a BTreeMap<String, String>,
+    /// Provisional lifetime: `expires_at` = creation time + `ttl` until the provider says otherwise.
+    pub ttl: std::time::Duration,
 }
 
 /// What an event row records besides the payment itself.
@@ -74,8 +76,9 @@ pub struct EventInfo<'a> {
 pub async fn insert(conn: &mut PgConnection, new: &NewPaymentRow<'_>) -> Result<Payment, sqlx::Error> {
     let row = sqlx::query(concat!(
         "INSERT INTO payments (id, provider, account, merchant_reference, amount_minor, currency, status, \
-             return_url, cancel_url, metadata, created_at, updated_at, version) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, clock_timestamp(), clock_timestamp(), 1) \
+             return_url, cancel_url, metadata, created_at, updated_at, expires_at, version) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, clock_timestamp(), clock_timestamp(), \
+             clock_timestamp() + make_interval(secs => $10), 1) \
          RETURNING ",
         columns!()
     ))
@@ -88,6 +91,7 @@ pub async fn insert(conn: &mut PgConnection, new: &NewPaymentRow<'_>) -> Result<
     .bind(new.return_url)
     .bind(new.cancel_url)
     .bind(sqlx::types::Json(new.metadata))
+    .bind(new.ttl.as_secs_f64())
     .fetch_one(&mut *conn)
     .await?;
     let payment = from_row(&row)?;
