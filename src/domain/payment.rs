@@ -26,6 +26,9 @@ pub struct Payment {
     pub return_url: String,
     pub cancel_url: String,
     pub metadata: BTreeMap<String, String>,
+    /// Provider-private data (never shown to callers or copied into events).
+    #[serde(skip_serializing)]
+    pub provider_data: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -37,6 +40,8 @@ pub struct Payment {
 pub struct StatusReport {
     /// `None` when the provider's value is unknown to us: the status is left alone.
     pub status: Option<PaymentStatus>,
+    /// The provider's own status value, as received (logged when it is unknown).
+    pub provider_status: Option<String>,
     /// Amount and currency as the provider reports them, when it does.
     pub amount: Option<(i64, String)>,
     pub provider_payment_id: Option<String>,
@@ -129,6 +134,7 @@ mod tests {
             return_url: String::new(),
             cancel_url: String::new(),
             metadata: BTreeMap::new(),
+            provider_data: serde_json::Value::Null,
             created_at: Utc::now(),
             updated_at: Utc::now(),
             expires_at: None,

@@ -42,6 +42,9 @@ impl Gateway {
             Err(e) => {
                 let err = ApiError::from(e);
                 self.audit_rejected(provider, account, err.reason(), &digest, None).await;
+                if let Some(hint) = adapter.unverified_payment_hint(raw) {
+                    self.refresh_unverified_hint(provider, account, &hint).await;
+                }
                 return Err(err);
             }
         };
@@ -79,6 +82,7 @@ impl Gateway {
         let outcome_kind = match &outcome {
             Outcome::Change { kind, .. } | Outcome::Ignore { kind } => *kind,
         };
+        self.note_unknown_status(provider, report, outcome_kind);
         let fresh = callbacks::insert_receipt(
             &mut tx,
             provider,
@@ -118,6 +122,31 @@ impl Gateway {
             tracing::warn!("callback amount differs from the payment; status left unchanged");
         }
         Ok(outcome)
+    }
+
+    /// Schedules one rate-limited status lookup of the payment an unverified callback names,
+    /// if it exists and belongs to this provider account. The body itself is never trusted.
+    async fn refresh_unverified_hint(&self, provider: &str, account: &str, hint: &PaymentRef) {
+        let found = async {
+            let mut conn = self.store().pool().acquire().await?;
+            match hint {
+                PaymentRef::Id(id) => match PaymentId::parse(id) {
+                    Some(id) => payments::get(&mut conn, id.as_str()).await,
+                    None => Ok(None),
+                },
+                PaymentRef::CheckoutId(checkout_id) => {
+                    payments::find_by_checkout_id(&mut conn, provider, checkout_id).await
+                }
+            }
+        }
+        .await;
+        match found {
+            Ok(Some(p)) if p.provider == provider && p.account == account => {
+                self.schedule_refresh(p);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot look up the payment an unverified callback names"),
+        }
     }
 
     async fn audit_rejected(

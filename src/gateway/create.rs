@@ -186,6 +186,9 @@ fn with_checkout(before: &Payment, created: CheckoutCreated) -> Payment {
         after.expires_at = created.expires_at;
     }
     after.metadata.extend(created.metadata);
+    if let Some(data) = created.provider_data {
+        after.provider_data = data;
+    }
     after
 }
 

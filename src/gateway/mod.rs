@@ -63,13 +63,25 @@ impl Gateway {
     }
 }
 
-/// In-process counters (provider calls by provider and operation).
+/// In-process counters (provider calls by provider and operation, unknown provider statuses).
 #[derive(Debug, Default)]
 pub struct Metrics {
     provider_calls: Mutex<BTreeMap<(String, &'static str), u64>>,
+    unknown_statuses: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Metrics {
+    fn count_unknown_status(&self, provider: &str) {
+        if let Ok(mut counts) = self.unknown_statuses.lock() {
+            *counts.entry(provider.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// How many reports from `provider` carried a status value we do not know.
+    pub fn unknown_statuses(&self, provider: &str) -> u64 {
+        self.unknown_statuses.lock().map(|c| c.get(provider).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
     fn count_call(&self, provider: &str, operation: &'static str) {
         if let Ok(mut calls) = self.provider_calls.lock() {
             *calls.entry((provider.to_owned(), operation)).or_default() += 1;

@@ -78,6 +78,15 @@ impl Gateway {
         true
     }
 
+    /// A provider status value we do not know leaves the payment alone: say so, loudly.
+    pub(super) fn note_unknown_status(&self, provider: &str, report: &StatusReport, kind: &str) {
+        if kind == "unknown_status" {
+            self.metrics().count_unknown_status(provider);
+            let value = report.provider_status.as_deref().unwrap_or("");
+            tracing::warn!(provider, provider_status = %value, "unknown provider status; payment left unchanged");
+        }
+    }
+
     /// Applies a trusted status report in one transaction with the payment locked.
     pub(super) async fn apply_report(
         &self,
@@ -104,7 +113,11 @@ impl Gateway {
             return Ok(None);
         }
         let info = |kind| EventInfo { kind, source, provider_occurred_at: report.occurred_at, ..Default::default() };
-        let after = match before.apply(report) {
+        let outcome = before.apply(report);
+        if let Outcome::Ignore { kind } = &outcome {
+            self.note_unknown_status(&before.provider, report, kind);
+        }
+        let after = match outcome {
             Outcome::Change { after, kind, .. } => payments::update(&mut tx, &before, &after, &info(kind)).await?,
             Outcome::Ignore { kind } => {
                 payments::record_not_applied(&mut tx, &before, &info(kind)).await?;

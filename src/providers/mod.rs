@@ -2,6 +2,7 @@
 //! Adapters never touch the database: they turn our requests into the provider's wire format and
 //! the provider's callbacks into verified [`StatusReport`]s.
 
+pub mod http;
 pub mod registry;
 pub mod sandbox;
 pub mod signature;
@@ -13,6 +14,27 @@ use chrono::{DateTime, Utc};
 use crate::domain::{NewCheckout, Payment, StatusReport, ValidationError};
 
 pub use registry::Registry;
+
+/// What every adapter gets from the application when it is built.
+#[derive(Debug, Clone)]
+pub struct ProviderContext {
+    /// Base of our own URLs given to providers (callbacks, returns, hosted pages), no trailing `/`.
+    pub public_base_url: String,
+    /// The one HTTP client for all provider calls (timeouts set); see [`http::send`].
+    pub client: reqwest::Client,
+}
+
+impl ProviderContext {
+    /// `{public_base_url}/callbacks/{provider}/{account}`.
+    pub fn callback_url(&self, provider: &str, account: &str) -> String {
+        format!("{}/callbacks/{provider}/{account}", self.public_base_url)
+    }
+
+    /// `{public_base_url}/return/{provider}/{payment_id}`.
+    pub fn return_url(&self, provider: &str, payment_id: &str) -> String {
+        format!("{}/return/{provider}/{payment_id}", self.public_base_url)
+    }
+}
 
 /// Names of every provider the API knows, built or not.
 pub const KNOWN_PROVIDERS: [&str; 6] = ["sandbox", "eximpe", "xpay", "hitpay", "xstak", "exirom"];
@@ -32,8 +54,11 @@ pub struct CheckoutCreated {
     pub provider_checkout_id: Option<String>,
     pub provider_payment_id: Option<String>,
     pub expires_at: Option<DateTime<Utc>>,
-    /// Extra data to merge into the payment's metadata (e.g. a QR payload).
+    /// Extra data to merge into the payment's metadata, visible to the caller (e.g. a QR payload).
     pub metadata: BTreeMap<String, String>,
+    /// Provider-private data kept with the payment, never shown to callers (e.g. a session id our
+    /// own checkout page needs). Replaces what was stored before when `Some`.
+    pub provider_data: Option<serde_json::Value>,
 }
 
 /// A failed call to a provider.
@@ -133,6 +158,14 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
 
     /// Verifies a callback's signature and parses it.
     fn verify_callback(&self, raw: &RawCallback, now: DateTime<Utc>) -> Result<VerifiedCallback, CallbackError>;
+
+    /// For a callback that failed verification: the payment it *claims* to be about, if the
+    /// provider's format says. The body is never trusted; the gateway only schedules one
+    /// rate-limited status lookup of that payment, so a rotated or misconfigured secret never
+    /// strands a paid payment.
+    fn unverified_payment_hint(&self, _raw: &RawCallback) -> Option<PaymentRef> {
+        None
+    }
 
     /// Who delivers this provider's callbacks.
     fn callback_transport(&self) -> CallbackTransport {

@@ -132,6 +132,7 @@ impl Provider for Sandbox {
             provider_payment_id: None,
             expires_at: Some(ctx.created_at + ttl),
             metadata: Default::default(),
+            provider_data: None,
         })
     }
 
@@ -159,6 +160,7 @@ impl Provider for Sandbox {
             payment: PaymentRef::Id(body.payment_id),
             report: StatusReport {
                 status: Some(status),
+                provider_status: Some(status.as_str().to_owned()),
                 amount: Some((body.amount.amount_minor, body.amount.currency)),
                 provider_payment_id: succeeded.then(|| prefixed_ulid("sbx_")),
                 payment_method: succeeded.then(|| "sandbox".to_owned()),
@@ -252,6 +254,7 @@ mod tests {
             return_url: String::new(),
             cancel_url: String::new(),
             metadata: Default::default(),
+            provider_data: serde_json::Value::Null,
             created_at: now,
             updated_at: now,
             expires_at: None,

@@ -13,7 +13,7 @@ macro_rules! columns {
     () => {
         "id, provider, account, merchant_reference, amount_minor, currency, status, checkout_url, \
          provider_checkout_id, provider_payment_id, payment_method, failure_code, failure_message, return_url, \
-         cancel_url, metadata, created_at, updated_at, expires_at, version"
+         cancel_url, metadata, provider_data, created_at, updated_at, expires_at, version"
     };
 }
 
@@ -38,6 +38,7 @@ fn from_row(row: &PgRow) -> Result<Payment, sqlx::Error> {
         return_url: row.try_get("return_url")?,
         cancel_url: row.try_get("cancel_url")?,
         metadata: metadata.0,
+        provider_data: row.try_get("provider_data")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         expires_at: row.try_get("expires_at")?,
@@ -149,6 +150,21 @@ pub async fn lock_by_checkout_id(
     row.as_ref().map(from_row).transpose()
 }
 
+/// Reads a payment by the provider's checkout id (no lock).
+pub async fn find_by_checkout_id(
+    conn: &mut PgConnection,
+    provider: &str,
+    checkout_id: &str,
+) -> Result<Option<Payment>, sqlx::Error> {
+    let row =
+        sqlx::query(concat!("SELECT ", columns!(), " FROM payments WHERE provider = $1 AND provider_checkout_id = $2"))
+            .bind(provider)
+            .bind(checkout_id)
+            .fetch_optional(conn)
+            .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
 /// Writes `after` over the locked row `before`, bumping `version` by one, and appends the event.
 /// The caller has decided that something changed.
 pub async fn update(
@@ -159,7 +175,7 @@ pub async fn update(
 ) -> Result<Payment, sqlx::Error> {
     let row = sqlx::query(concat!(
         "UPDATE payments SET status = $3, checkout_url = $4, provider_checkout_id = $5, provider_payment_id = $6, \
-             payment_method = $7, failure_code = $8, failure_message = $9, expires_at = $10, metadata = $11, \
+             payment_method = $7, failure_code = $8, failure_message = $9, expires_at = $10, metadata = $11, provider_data = $12, \
              updated_at = clock_timestamp(), version = version + 1 \
          WHERE id = $1 AND version = $2 RETURNING ",
         columns!()
@@ -175,6 +191,7 @@ pub async fn update(
     .bind(&after.failure_message)
     .bind(after.expires_at)
     .bind(sqlx::types::Json(&after.metadata))
+    .bind(&after.provider_data)
     .fetch_one(&mut *conn)
     .await?;
     let written = from_row(&row)?;

@@ -1,0 +1,110 @@
+//! The one HTTP path every adapter uses to call its provider: a shared `reqwest` client with
+//! timeouts, and a single mapping from transport and HTTP outcomes to [`ProviderError`].
+
+use reqwest::{RequestBuilder, StatusCode};
+
+use super::ProviderError;
+
+/// A provider's answer with a 2xx status.
+#[derive(Debug, Clone)]
+pub struct Success {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+}
+
+/// Sends `request` and maps the outcome:
+/// - no answer in time → [`ProviderError::Timeout`]; connection or read failure → `Unavailable`;
+/// - 2xx → `Ok` with the raw body;
+/// - 401/403 (our credentials), 408, 429 and 5xx → `Unavailable` (retryable, operator problem);
+/// - other 4xx → `Rejected`, with the code `error_code` finds in the body (or `http_<status>`).
+///
+/// Bodies are never logged or put in messages: providers echo customer data in errors.
+pub async fn send(
+    request: RequestBuilder,
+    error_code: impl Fn(&[u8]) -> Option<String>,
+) -> Result<Success, ProviderError> {
+    let response = request.send().await.map_err(transport_error)?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(transport_error)?.to_vec();
+    classify(status, body, error_code)
+}
+
+/// The status/body half of [`send`], separate for testing.
+pub fn classify(
+    status: StatusCode,
+    body: Vec<u8>,
+    error_code: impl Fn(&[u8]) -> Option<String>,
+) -> Result<Success, ProviderError> {
+    if status.is_success() {
+        return Ok(Success { status, body });
+    }
+    let retryable = status.is_server_error()
+        || matches!(
+            status,
+            StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
+                | StatusCode::REQUEST_TIMEOUT
+                | StatusCode::TOO_MANY_REQUESTS
+        );
+    if retryable {
+        return Err(ProviderError::Unavailable(format!("HTTP {}", status.as_u16())));
+    }
+    let code = error_code(&body).filter(|c| !c.is_empty()).unwrap_or_else(|| format!("http_{}", status.as_u16()));
+    Err(ProviderError::Rejected { code: truncate(&code, 64), message: format!("HTTP {}", status.as_u16()) })
+}
+
+fn transport_error(e: reqwest::Error) -> ProviderError {
+    if e.is_timeout() { ProviderError::Timeout } else { ProviderError::Unavailable(without_url(&e)) }
+}
+
+/// The error text without the request URL (it may carry ids or credentials in the query).
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else if e.is_request() {
+        "request"
+    } else {
+        "transport"
+    };
+    format!("{kind} error")
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    s.chars().take(max_chars).collect()
+}
+
+/// Parses a successful JSON body into `T`; a body of another shape means the provider is not
+/// speaking the documented API, which is treated as unavailable (and retryable).
+pub fn json<T: serde::de::DeserializeOwned>(success: &Success) -> Result<T, ProviderError> {
+    serde_json::from_slice(&success.body)
+        .map_err(|e| ProviderError::Unavailable(format!("unexpected response shape: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(body: &[u8]) -> Option<String> {
+        serde_json::from_slice::<serde_json::Value>(body).ok()?.get("code")?.as_str().map(String::from)
+    }
+
+    #[test]
+    fn maps_statuses() {
+        assert!(classify(StatusCode::CREATED, b"{}".to_vec(), code).is_ok());
+        assert_eq!(
+            classify(StatusCode::BAD_REQUEST, br#"{"code":"invalid_amount"}"#.to_vec(), code).unwrap_err(),
+            ProviderError::Rejected { code: "invalid_amount".into(), message: "HTTP 400".into() }
+        );
+        assert_eq!(
+            classify(StatusCode::UNPROCESSABLE_ENTITY, b"<html>".to_vec(), code).unwrap_err(),
+            ProviderError::Rejected { code: "http_422".into(), message: "HTTP 422".into() }
+        );
+        for status in
+            [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN, StatusCode::TOO_MANY_REQUESTS, StatusCode::BAD_GATEWAY]
+        {
+            assert!(matches!(classify(status, Vec::new(), code), Err(ProviderError::Unavailable(_))), "{status}");
+        }
+    }
+}
