@@ -35,6 +35,10 @@ pub enum ApiError {
     ProviderTimeout,
     #[error("another request with this idempotency key is still in progress")]
     IdempotencyInProgress,
+    #[error("after_sequence is older than the retained events")]
+    SequenceExpired { oldest_sequence: i64 },
+    #[error("server is shutting down; reconnect with after_sequence")]
+    ShuttingDown,
     #[error("not implemented yet")]
     Unimplemented,
     #[error("internal error")]
@@ -62,6 +66,8 @@ impl ApiError {
             Self::ProviderUnavailable => "PROVIDER_UNAVAILABLE",
             Self::ProviderTimeout => "PROVIDER_TIMEOUT",
             Self::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
+            Self::SequenceExpired { .. } => "SEQUENCE_EXPIRED",
+            Self::ShuttingDown => "SHUTTING_DOWN",
             Self::Unimplemented => "UNIMPLEMENTED",
             Self::Internal(_) => "INTERNAL",
         }
@@ -77,6 +83,8 @@ impl ApiError {
             Self::ProviderUnavailable => Code::Unavailable,
             Self::ProviderTimeout => Code::DeadlineExceeded,
             Self::IdempotencyInProgress => Code::Aborted,
+            Self::SequenceExpired { .. } => Code::OutOfRange,
+            Self::ShuttingDown => Code::Unavailable,
             Self::Unimplemented => Code::Unimplemented,
             Self::Internal(_) => Code::Internal,
         }
@@ -89,6 +97,7 @@ impl ApiError {
                 vec![("payment_id", payment_id.clone())]
             }
             Self::ProviderRejected { provider_code, .. } => vec![("provider_code", provider_code.clone())],
+            Self::SequenceExpired { oldest_sequence } => vec![("oldest_sequence", oldest_sequence.to_string())],
             _ => Vec::new(),
         }
     }
@@ -100,6 +109,8 @@ impl ApiError {
             Self::SignatureInvalid | Self::SignatureExpired => 401,
             Self::PaymentNotFound | Self::ProviderNotFound | Self::AccountNotFound => 404,
             Self::IdempotencyKeyReused { .. } | Self::IdempotencyInProgress => 409,
+            Self::SequenceExpired { .. } => 416,
+            Self::ShuttingDown => 503,
             // An amount mismatch is recorded and answered 200 by the ingress itself.
             Self::AmountMismatch { .. } => 200,
             Self::ProviderRejected { .. } => 422,

@@ -1,6 +1,7 @@
 //! paygate: a payments gateway that takes payments through hosted-checkout providers behind one
 //! gRPC API (`paygate.v1.PaymentService`), with an HTTP side for callbacks and hosted pages.
 
+pub mod cli_watch;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod providers;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod watch;
 
 /// Generated protobuf and gRPC code for `paygate.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

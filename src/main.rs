@@ -24,11 +24,22 @@ enum Command {
     Migrate,
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
+    /// Print payment status events from a running paygate (WatchPayments), resuming on reconnect.
+    Watch(paygate::cli_watch::WatchArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Watch(args)) = cli.command {
+        return match paygate::cli_watch::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("watch failed: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match config::load() {
         Ok(c) => c,
         Err(e) => {

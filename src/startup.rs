@@ -10,14 +10,17 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::config::ProviderSection;
+use crate::config::{EventsConfig, ProviderSection};
 use crate::gateway::{Gateway, run_expiry_sweeper};
 use crate::grpc::PaymentApi;
 use crate::http::{HttpState, router};
 use crate::pb::payment_service_server::PaymentServiceServer;
+use crate::providers::eximpe::Eximpe;
 use crate::providers::sandbox::Sandbox;
+use crate::providers::xpay::XPay;
 use crate::providers::{Provider, ProviderContext, Registry};
 use crate::store::{Store, settings};
+use crate::watch::Hub;
 
 /// How often open payments past `expires_at` are expired.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(30);
@@ -30,6 +33,10 @@ pub struct Application {
     public_base_url: String,
     client: reqwest::Client,
     grace: Duration,
+    hub: Hub,
+    /// Cancelled when the server stops; ends streams and background jobs.
+    stop: CancellationToken,
+    events: EventsConfig,
 }
 
 impl Application {
@@ -60,6 +67,8 @@ impl Application {
         for provider in extra {
             registry.add(provider);
         }
+        let stop = CancellationToken::new();
+        let hub = Hub::start(store.clone(), config.events.stream_buffer, stop.clone()).await?;
         Ok(Self {
             gateway: Gateway::new(store, registry),
             grpc_listener,
@@ -67,6 +76,9 @@ impl Application {
             public_base_url,
             client,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
+            hub,
+            stop,
+            events: config.events.clone(),
         })
     }
 
@@ -84,6 +96,11 @@ impl Application {
 
     pub fn gateway(&self) -> &Gateway {
         &self.gateway
+    }
+
+    /// The stream hub (subscriber counts, catch-up counters).
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 
     /// Serves until `shutdown` is cancelled, then drains in-flight requests (bounded by the grace period).
@@ -109,7 +126,7 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(PaymentServiceServer::new(PaymentApi::new(self.gateway.clone())))
+            .add_service(PaymentServiceServer::new(PaymentApi::new(self.gateway.clone(), self.hub.clone())))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc_listener), async move {
                 grpc_shutdown.cancelled().await;
                 health_reporter.set_not_serving::<PaymentServiceServer<PaymentApi>>().await;
@@ -118,6 +135,16 @@ impl Application {
         let http = axum::serve(self.http_listener, router(http_state))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let sweeper = tokio::spawn(run_expiry_sweeper(self.gateway.clone(), EXPIRY_INTERVAL, shutdown.clone()));
+        let pruner =
+            tokio::spawn(run_event_pruner(self.gateway.store().clone(), self.events.clone(), shutdown.clone()));
+        // Streams end as soon as shutdown starts, so clients resume on another replica and the
+        // drain below is not held up by long-lived streams.
+        let stop = self.stop.clone();
+        let stop_on_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            stop_on_shutdown.cancelled().await;
+            stop.cancel();
+        });
 
         let mut grpc = tokio::spawn(grpc);
         let mut http = tokio::spawn(async move { http.await });
@@ -131,6 +158,7 @@ impl Application {
         if let Some((which, result)) = early_exit {
             shutdown.cancel();
             sweeper.abort();
+            pruner.abort();
             grpc.abort();
             http.abort();
             let error = result.err().unwrap_or_else(|| anyhow::anyhow!("server ended unexpectedly"));
@@ -145,11 +173,39 @@ impl Application {
         })
         .await;
         sweeper.abort();
+        pruner.abort();
+        self.stop.cancel();
         match drained {
             Ok(result) => result,
             Err(_) => {
                 tracing::warn!("grace period over; stopping with requests in flight");
                 Ok(())
+            }
+        }
+    }
+}
+
+/// Deletes events past `events.retention_days` every `events.prune_interval_secs`.
+async fn run_event_pruner(store: Store, events: EventsConfig, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(events.prune_interval_secs.max(1)));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let age = i64::try_from(events.retention_days).ok().and_then(chrono::TimeDelta::try_days);
+                let Some(cutoff) = age.and_then(|age| chrono::Utc::now().checked_sub_signed(age)) else { continue };
+                let result = async {
+                    let mut tx = store.begin().await?;
+                    let n = crate::store::events::prune(&mut tx, cutoff).await?;
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(n)
+                }
+                .await;
+                match result {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "pruned old payment events"),
+                    Err(e) => tracing::warn!(error = %e, "event pruning failed"),
+                }
             }
         }
     }
@@ -200,6 +256,8 @@ async fn build_registry(config: &Config, store: &Store, ctx: &ProviderContext) -
     }
     // One line per real provider adapter:
     // add_accounts(&mut registry, &config.providers.<name>, |name, account| <Adapter>::new(name, account, ctx))?;
+    add_accounts(&mut registry, &config.providers.eximpe, |name, account| Eximpe::new(name, account, ctx))?;
+    add_accounts(&mut registry, &config.providers.xpay, |name, account| XPay::new(name, account, ctx))?;
     Ok(registry)
 }
 

@@ -57,10 +57,3 @@ async fn health_readiness_and_grpc_health() {
     assert_eq!(r.status(), 503);
     app.stop().await;
 }
-
-#[tokio::test]
-async fn watch_payments_is_declared_but_unimplemented() {
-    let app = spawn_app().await;
-    let status = app.grpc.clone().watch_payments(paygate::pb::WatchPaymentsRequest::default()).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unimplemented);
-}

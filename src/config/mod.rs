@@ -16,7 +16,30 @@ pub struct Config {
     pub server: ServerConfig,
     pub database: DatabaseConfig,
     pub providers: ProvidersConfig,
+    pub events: EventsConfig,
     pub telemetry: TelemetryConfig,
+}
+
+/// The payment event log and its status streams.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// How long events are kept for `WatchPayments` replays, in days.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub retention_days: u64,
+    /// How often the retention job runs, in seconds.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub prune_interval_secs: u64,
+    /// Events each replica keeps in memory for live subscribers; one that falls further behind
+    /// catches up from the table.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub stream_buffer: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self { retention_days: 7, prune_interval_secs: 3600, stream_buffer: 4096 }
+    }
 }
 
 /// Listen addresses and the externally visible URL.
@@ -151,19 +174,70 @@ pub struct EximpeAccount {
     pub hs_code: String,
     #[serde(deserialize_with = "lenient::parse_opt", skip_serializing_if = "Option::is_none")]
     pub session_ttl_secs: Option<u64>,
+    /// `X-API-Version` header; empty = not sent.
+    pub api_version: String,
+    /// Mode of EximPe's JS SDK on our checkout page: `sandbox` | `production`; empty = `production`
+    /// when `base_url` is `https://api.eximpe.com`, else `sandbox`.
+    pub sdk_mode: String,
+}
+
+impl EximpeAccount {
+    /// What makes this account unusable, each as `key: reason`.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match url::Url::parse(&self.base_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => problems.push("base_url: must be an absolute http(s) URL".to_owned()),
+        }
+        for (key, value) in [
+            ("client_id", &self.client_id),
+            ("client_secret", &self.client_secret),
+            ("callback_key", &self.callback_key),
+            ("hs_code", &self.hs_code),
+        ] {
+            if value.trim().is_empty() {
+                problems.push(format!("{key}: must be set"));
+            }
+        }
+        if !matches!(self.sdk_mode.as_str(), "" | "sandbox" | "production") {
+            problems.push("sdk_mode: must be `sandbox` or `production`".to_owned());
+        }
+        if self.session_ttl_secs.is_some_and(|t| !(60..=86_400).contains(&t)) {
+            problems.push("session_ttl_secs: must be between 60 and 86400".to_owned());
+        }
+        problems
+    }
 }
 
 /// XPay (Egypt) account.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct XpayAccount {
+    /// Empty: `https://api.xpay.app` (the same host for test and live keys).
     pub base_url: String,
     pub secret_key: String,
     #[serde(deserialize_with = "lenient::list")]
     pub webhook_secrets: Vec<String>,
     #[serde(deserialize_with = "lenient::parse_opt", skip_serializing_if = "Option::is_none")]
     pub webhook_tolerance_secs: Option<u64>,
+    /// Top-level session field that carries the customer's email; empty: the email is not sent.
     pub customer_email_field: String,
+    /// Currencies this account accepts (ISO 4217); only EGP is verified with XPay.
+    #[serde(deserialize_with = "lenient::list")]
+    pub currencies: Vec<String>,
+}
+
+impl Default for XpayAccount {
+    fn default() -> Self {
+        Self {
+            base_url: String::new(),
+            secret_key: String::new(),
+            webhook_secrets: Vec::new(),
+            webhook_tolerance_secs: None,
+            customer_email_field: String::new(),
+            currencies: vec!["EGP".into()],
+        }
+    }
 }
 
 /// HitPay (Singapore) account.
@@ -255,6 +329,28 @@ impl Config {
                 if !is_account_name(&name) {
                     errors.push(format!("providers.{provider}.accounts.{name}: account names are [a-z0-9-]+"));
                 }
+            }
+        }
+        // XPay: value formats here; the required keys (secret_key, webhook_secrets) are checked
+        // when the adapter is built at startup.
+        for (name, account) in &self.providers.xpay.accounts {
+            let key = |k: &str| format!("providers.xpay.accounts.{name}.{k}");
+            let base = &account.base_url;
+            if !base.is_empty() && !url::Url::parse(base).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                errors.push(format!("{}: must be an absolute http(s) URL", key("base_url")));
+            }
+            if account.webhook_secrets.iter().any(String::is_empty) {
+                errors.push(format!("{}: secrets must not be empty", key("webhook_secrets")));
+            }
+            if account.currencies.is_empty()
+                || account.currencies.iter().any(|c| crate::domain::money::Currency::parse(c).is_none())
+            {
+                errors.push(format!("{}: one or more active upper-case ISO 4217 codes", key("currencies")));
+            }
+        }
+        if self.providers.eximpe.enabled {
+            for (name, account) in &self.providers.eximpe.accounts {
+                errors.extend(account.problems().into_iter().map(|p| format!("providers.eximpe.accounts.{name}.{p}")));
             }
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }

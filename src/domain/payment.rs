@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::status::{PaymentStatus, Transition};
 
 /// A payment as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Payment {
     pub id: String,
     pub provider: String,
@@ -27,7 +27,7 @@ pub struct Payment {
     pub cancel_url: String,
     pub metadata: BTreeMap<String, String>,
     /// Provider-private data (never shown to callers or copied into events).
-    #[serde(skip_serializing)]
+    #[serde(skip_serializing, default)]
     pub provider_data: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

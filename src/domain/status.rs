@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Lifecycle status of a payment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PaymentStatus {
     Pending,

@@ -3,7 +3,7 @@
 use chrono::Utc;
 
 use super::Gateway;
-use crate::domain::{Outcome, Payment, PaymentId};
+use crate::domain::{Outcome, Payment, PaymentId, StatusReport};
 use crate::error::ApiError;
 use crate::providers::signature::sha256_hex;
 use crate::providers::{CallbackTransport, PaymentRef, RawCallback};
@@ -60,7 +60,7 @@ impl Gateway {
             }
         };
         let payment = match found {
-            Some(p) if p.provider == provider && p.account == account => p,
+            Some(p) if p.provider == provider && p.account == account && query_agrees(&*adapter, raw, &p) => p,
             other => {
                 tx.rollback().await?;
                 let id = other.map(|p| p.id);
@@ -78,7 +78,10 @@ impl Gateway {
             provider_occurred_at: report.occurred_at,
             detail: Some(serde_json::json!({ "body_sha256": digest })),
         };
-        let outcome = payment.apply(report);
+        // A verified event that reports nothing (a type the adapter does not map) changes nothing;
+        // the provider is asked once instead (rate-limited), after commit.
+        let says_nothing = *report == StatusReport::default();
+        let outcome = if says_nothing { Outcome::Ignore { kind: "no_status" } } else { payment.apply(report) };
         let outcome_kind = match &outcome {
             Outcome::Change { kind, .. } | Outcome::Ignore { kind } => *kind,
         };
@@ -120,6 +123,9 @@ impl Gateway {
         tx.commit().await?;
         if mismatch {
             tracing::warn!("callback amount differs from the payment; status left unchanged");
+        }
+        if says_nothing {
+            self.schedule_refresh(outcome.payment.clone());
         }
         Ok(outcome)
     }
@@ -167,4 +173,14 @@ impl Gateway {
             tracing::error!(error = %e, "cannot audit a rejected callback");
         }
     }
+}
+
+/// A browser-delivered callback arrives at the return URL we gave the provider, which names our
+/// payment (`?payment_id=…`). The query is not signed, so it never selects the payment; but when
+/// it names another payment than the signed body does, the callback is refused as not found.
+fn query_agrees(adapter: &dyn crate::providers::Provider, raw: &RawCallback, payment: &Payment) -> bool {
+    if adapter.callback_transport() != CallbackTransport::Browser {
+        return true;
+    }
+    url::form_urlencoded::parse(raw.query.as_bytes()).filter(|(k, _)| k == "payment_id").all(|(_, v)| v == payment.id)
 }

@@ -75,3 +75,14 @@ pub fn payment_to_pb(p: &Payment) -> pb::Payment {
         version: p.version,
     }
 }
+
+/// A streamed event as its protobuf message.
+pub fn event_to_pb(e: &crate::watch::WatchEvent) -> pb::PaymentEvent {
+    pb::PaymentEvent {
+        sequence: e.sequence,
+        payment: Some(payment_to_pb(&e.payment)),
+        previous_status: e.previous_status.map_or(pb::PaymentStatus::Unspecified, status_to_pb).into(),
+        occurred_at: Some(timestamp(e.occurred_at)),
+        source: e.source.clone(),
+    }
+}

@@ -5,7 +5,7 @@ mod convert;
 use std::collections::BTreeMap;
 use std::pin::Pin;
 
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
@@ -13,18 +13,21 @@ use crate::gateway::Gateway;
 use crate::pb;
 use crate::pb::payment_service_server::PaymentService;
 use crate::providers::RawCallback;
+use crate::store::events::EventFilter;
+use crate::watch::{Hub, WatchRequest, subscribe};
 
 pub use convert::payment_to_pb;
 
-/// `paygate.v1.PaymentService` backed by the [`Gateway`].
+/// `paygate.v1.PaymentService` backed by the [`Gateway`] and the stream [`Hub`].
 #[derive(Debug, Clone)]
 pub struct PaymentApi {
     gateway: Gateway,
+    hub: Hub,
 }
 
 impl PaymentApi {
-    pub fn new(gateway: Gateway) -> Self {
-        Self { gateway }
+    pub fn new(gateway: Gateway, hub: Hub) -> Self {
+        Self { gateway, hub }
     }
 }
 
@@ -83,8 +86,15 @@ impl PaymentService for PaymentApi {
 
     async fn watch_payments(
         &self,
-        _request: Request<pb::WatchPaymentsRequest>,
+        request: Request<pb::WatchPaymentsRequest>,
     ) -> Result<Response<Self::WatchPaymentsStream>, Status> {
-        Err(ApiError::Unimplemented.into())
+        let r = request.into_inner();
+        let watch = WatchRequest {
+            filter: EventFilter { payment_ids: r.payment_ids, providers: r.providers },
+            after_sequence: r.after_sequence,
+        };
+        let stream = subscribe(&self.hub, watch).await?;
+        let stream = stream.map(|item| item.map(|event| convert::event_to_pb(&event)).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
     }
 }

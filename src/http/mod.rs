@@ -2,6 +2,7 @@
 //! health probes.
 
 mod callbacks;
+mod eximpe_page;
 mod health;
 mod page;
 mod returns;
@@ -30,6 +31,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/callbacks/{provider}/{account}", post(callbacks::with_account).fallback(method_not_allowed))
         .route("/return/{provider}/{payment_id}", get(returns::shopper_return))
         .route("/sandbox/checkout/{payment_id}", get(sandbox_page::show).post(sandbox_page::submit))
+        .route("/checkout/eximpe/{payment_id}", get(eximpe_page::show))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .with_state(state)

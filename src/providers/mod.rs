@@ -2,10 +2,12 @@
 //! Adapters never touch the database: they turn our requests into the provider's wire format and
 //! the provider's callbacks into verified [`StatusReport`]s.
 
+pub mod eximpe;
 pub mod http;
 pub mod registry;
 pub mod sandbox;
 pub mod signature;
+pub mod xpay;
 
 use std::collections::BTreeMap;
 

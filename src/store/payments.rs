@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
+use super::events;
 use crate::domain::{Payment, PaymentStatus};
 
 /// The payment columns, as a literal so that every query stays a static string.
@@ -215,10 +216,12 @@ async fn insert_event(
     snapshot: Option<&Payment>,
     info: &EventInfo<'_>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    // Commit-ordered sequences: see `store::events`.
+    events::lock_appends(conn).await?;
+    let sequence: i64 = sqlx::query_scalar(
         "INSERT INTO payment_events (payment_id, version, kind, source, status, previous_status, provider_event_id, \
              provider_occurred_at, detail, snapshot) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING sequence",
     )
     .bind(&payment.id)
     .bind(snapshot.map(|p| p.version))
@@ -230,8 +233,11 @@ async fn insert_event(
     .bind(info.provider_occurred_at)
     .bind(sqlx::types::Json(info.detail.clone().unwrap_or_else(|| serde_json::json!({}))))
     .bind(snapshot.map(sqlx::types::Json))
-    .execute(conn)
+    .fetch_one(&mut *conn)
     .await?;
+    if snapshot.is_some() {
+        events::notify(conn, sequence).await?;
+    }
     Ok(())
 }
 

@@ -83,6 +83,7 @@ pub struct TestApp {
     /// `http://` + the bound HTTP address (usually also `public_base_url`).
     pub http: String,
     pub gateway: Gateway,
+    pub hub: paygate::watch::Hub,
     /// A small pool on the test's database, for assertions.
     pub db: PgPool,
     pub client: reqwest::Client,
@@ -110,12 +111,13 @@ async fn start(config: Config, extra: Vec<Arc<dyn Provider>>) -> TestApp {
     let grpc_addr = app.grpc_addr();
     let http = format!("http://{}", app.http_addr());
     let gateway = app.gateway().clone();
+    let hub = app.hub().clone();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run(shutdown.clone()));
     let grpc = connect(grpc_addr).await;
     let db = PgPoolOptions::new().max_connections(2).connect(&config.database.url).await.expect("test pool");
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    TestApp { config, grpc, grpc_addr, http, gateway, db, client, extra, shutdown, handle }
+    TestApp { config, grpc, grpc_addr, http, gateway, hub, db, client, extra, shutdown, handle }
 }
 
 async fn connect(addr: std::net::SocketAddr) -> PaymentServiceClient<Channel> {
@@ -137,6 +139,11 @@ impl TestApp {
         result.expect("server exits cleanly");
         self.db.close().await;
         (self.config, self.extra)
+    }
+
+    /// Another replica: a new server on the same database and configuration (new ports).
+    pub async fn another_instance(&self) -> TestApp {
+        start(self.config.clone(), self.extra.clone()).await
     }
 
     /// Stops the server and starts a new one on the same database and configuration.

@@ -1,0 +1,318 @@
+//! WatchPayments: exact, ordered, resumable streams across replicas, restarts and slow consumers.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{SANDBOX_SECRET, TestApp, error_info, sandbox_body, spawn_app, spawn_app_with};
+use paygate::pb::{self, PaymentStatus};
+use paygate::providers::signature::sign_timestamped;
+use tokio_stream::StreamExt;
+use tonic::Streaming;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn watch(app: &TestApp, after: Option<i64>, ids: &[&str], providers: &[&str]) -> Streaming<pb::PaymentEvent> {
+    let request = pb::WatchPaymentsRequest {
+        payment_ids: ids.iter().map(|s| s.to_string()).collect(),
+        providers: providers.iter().map(|s| s.to_string()).collect(),
+        after_sequence: after,
+    };
+    app.grpc.clone().watch_payments(request).await.expect("watch starts").into_inner()
+}
+
+async fn next(stream: &mut Streaming<pb::PaymentEvent>) -> pb::PaymentEvent {
+    tokio::time::timeout(WAIT, stream.message()).await.expect("event in time").expect("stream ok").expect("stream open")
+}
+
+async fn take(stream: &mut Streaming<pb::PaymentEvent>, n: usize) -> Vec<pb::PaymentEvent> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(next(stream).await);
+    }
+    out
+}
+
+/// Sends a signed sandbox callback through VerifyCallback.
+async fn callback(app: &TestApp, event_id: &str, payment_id: &str, status: &str) -> bool {
+    let body = sandbox_body(event_id, payment_id, status, 1234, "USD");
+    let signature = sign_timestamped(SANDBOX_SECRET.as_bytes(), chrono::Utc::now().timestamp(), body.as_bytes());
+    let request = pb::VerifyCallbackRequest {
+        provider: "sandbox".into(),
+        body: body.into_bytes(),
+        headers: HashMap::from([("paygate-sandbox-signature".to_owned(), signature)]),
+        ..Default::default()
+    };
+    app.grpc.clone().verify_callback(request).await.expect("callback").into_inner().status_changed
+}
+
+/// The applied events in the table, in sequence order: (sequence, payment id, version).
+async fn table(app: &TestApp) -> Vec<(i64, String, i64)> {
+    sqlx::query_as(
+        "SELECT sequence, payment_id, version FROM payment_events WHERE version IS NOT NULL ORDER BY sequence",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap()
+}
+
+fn keys(events: &[pb::PaymentEvent]) -> Vec<(i64, String, i64)> {
+    events
+        .iter()
+        .map(|e| {
+            let p = e.payment.as_ref().unwrap();
+            (e.sequence, p.id.clone(), p.version)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn changes_made_on_one_replica_stream_from_another() {
+    let a = spawn_app().await;
+    let b = a.another_instance().await;
+    let mut stream = watch(&a, None, &[], &[]).await;
+
+    let payment = b.create_payment("replicas").await;
+    assert_eq!(common::press(&b, &payment.id, "pay").await.status(), 303);
+
+    let events = take(&mut stream, 3).await;
+    let summary: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.payment.as_ref().unwrap().version,
+                e.payment.as_ref().unwrap().status(),
+                e.previous_status(),
+                e.source.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (1, PaymentStatus::Pending, PaymentStatus::Unspecified, "create"),
+            (2, PaymentStatus::Pending, PaymentStatus::Pending, "create"),
+            (3, PaymentStatus::Succeeded, PaymentStatus::Pending, "callback"),
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].sequence < w[1].sequence));
+    assert_eq!(keys(&events), table(&a).await);
+    let last = events[2].payment.as_ref().unwrap();
+    assert_eq!(last.provider_payment_id.len(), 30);
+    assert!(events[2].occurred_at.is_some());
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn replay_from_a_sequence_then_live_without_gap_or_duplicate() {
+    let app = spawn_app().await;
+    let first = app.create_payment("replay-1").await;
+    callback(&app, "r1", &first.id, "processing").await;
+    let stored = table(&app).await;
+    assert_eq!(stored.len(), 3);
+
+    // From 0: everything stored, then live.
+    let mut all = watch(&app, Some(0), &[], &[]).await;
+    // From the middle: only what came after.
+    let mut tail = watch(&app, Some(stored[0].0), &[], &[]).await;
+    assert_eq!(keys(&take(&mut all, 3).await), stored);
+    assert_eq!(keys(&take(&mut tail, 2).await), stored[1..].to_vec());
+
+    let second = app.create_payment("replay-2").await;
+    callback(&app, "r2", &second.id, "failed").await;
+    let now = table(&app).await;
+    assert_eq!(keys(&take(&mut all, 3).await), now[3..].to_vec());
+    assert_eq!(keys(&take(&mut tail, 3).await), now[3..].to_vec());
+    // Nothing more: no duplicates at the seam.
+    assert!(tokio::time::timeout(Duration::from_millis(300), all.message()).await.is_err());
+
+    // A replay from the newest sequence is empty until something new happens.
+    let mut fresh = watch(&app, Some(now.last().unwrap().0), &[], &[]).await;
+    callback(&app, "r3", &second.id, "succeeded").await;
+    assert_eq!(next(&mut fresh).await.payment.unwrap().status(), PaymentStatus::Succeeded);
+}
+
+/// A real paygate process on `app`'s database, so that it can be SIGKILLed like a crashed pod.
+struct Process {
+    child: std::process::Child,
+    grpc: paygate::pb::payment_service_client::PaymentServiceClient<tonic::transport::Channel>,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn spawn_process(app: &TestApp) -> Process {
+    let (grpc_port, http_port) = (free_port(), free_port());
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_paygate"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PAYGATE_") || k == "DATABASE_URL" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("PAYGATE_DATABASE__URL", &app.config.database.url)
+        .env("PAYGATE_DATABASE__MAX_CONNECTIONS", "4")
+        .env("PAYGATE_SERVER__GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+        .env("PAYGATE_SERVER__HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+        .env("PAYGATE_PROVIDERS__SANDBOX__ACCOUNTS__DEFAULT__WEBHOOK_SECRET", SANDBOX_SECRET)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null());
+    let mut child = cmd.spawn().expect("start paygate");
+    let url = format!("http://127.0.0.1:{grpc_port}");
+    for _ in 0..200 {
+        match paygate::pb::payment_service_client::PaymentServiceClient::connect(url.clone()).await {
+            Ok(grpc) => return Process { child, grpc },
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("paygate process did not start");
+}
+
+#[tokio::test]
+async fn resume_after_the_serving_replica_dies_yields_exactly_the_missed_events() {
+    let b = spawn_app().await;
+    let mut a = spawn_process(&b).await;
+    let payment = b.create_payment("resume").await;
+    let request = pb::WatchPaymentsRequest { after_sequence: Some(0), ..Default::default() };
+    let mut stream = a.grpc.watch_payments(request).await.unwrap().into_inner();
+    let seen = take(&mut stream, 2).await;
+    let last_seen = seen.last().unwrap().sequence;
+
+    a.child.kill().expect("SIGKILL the serving replica");
+    let broke = tokio::time::timeout(WAIT, async { while let Ok(Some(_)) = stream.message().await {} }).await;
+    assert!(broke.is_ok(), "the stream of a killed server ends");
+    // Meanwhile the other replica keeps changing payments.
+    callback(&b, "m1", &payment.id, "processing").await;
+    callback(&b, "m2", &payment.id, "succeeded").await;
+    let other = b.create_payment("resume-2").await;
+
+    let mut resumed = watch(&b, Some(last_seen), &[], &[]).await;
+    let missed = take(&mut resumed, 4).await;
+    let stored = table(&b).await;
+    assert_eq!(keys(&missed), stored[2..].to_vec());
+    assert_eq!(missed[3].payment.as_ref().unwrap().id, other.id);
+    assert!(tokio::time::timeout(Duration::from_millis(300), resumed.message()).await.is_err(), "no extra events");
+}
+
+#[tokio::test]
+async fn concurrent_writers_never_produce_a_gap_or_reorder() {
+    let app = spawn_app().await;
+    let mut live = watch(&app, None, &[], &[]).await;
+    let mut replay = watch(&app, Some(0), &[], &[]).await;
+
+    let mut payments = Vec::new();
+    for n in 0..12 {
+        payments.push(app.create_payment(&format!("concurrent-{n}")).await.id);
+    }
+    // Many tasks flip many payments between PROCESSING and PENDING at once.
+    let writers = payments.iter().enumerate().map(|(n, id)| {
+        let grpc_app = &app;
+        async move {
+            for round in 0..6 {
+                let status = if round % 2 == 0 { "processing" } else { "pending" };
+                assert!(callback(grpc_app, &format!("w{n}-{round}"), id, status).await);
+            }
+        }
+    });
+    futures::future::join_all(writers).await;
+
+    let stored = table(&app).await;
+    assert_eq!(stored.len(), 12 * 2 + 12 * 6);
+    let from_replay = keys(&take(&mut replay, stored.len()).await);
+    assert_eq!(from_replay, stored, "replay stream equals the table, in order");
+    let created = 12 * 2;
+    let from_live = keys(&take(&mut live, stored.len()).await);
+    assert_eq!(from_live, stored, "live stream equals the table, in order ({created} from creates)");
+    // Per payment, versions arrive 1, 2, 3, … in order.
+    let mut versions: HashMap<String, i64> = HashMap::new();
+    for (_, id, version) in &from_live {
+        let previous = versions.insert(id.clone(), *version).unwrap_or(0);
+        assert_eq!(*version, previous + 1);
+    }
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_catches_up_from_the_table_with_bounded_memory() {
+    let app = spawn_app_with(|c| c.events.stream_buffer = 8, Vec::new()).await;
+    let payment = app.create_payment("slow").await;
+    // Subscribe in-process and do not read: the 64-slot queue fills, the 8-slot ring overflows.
+    let request = paygate::watch::WatchRequest { after_sequence: None, ..Default::default() };
+    let mut slow = paygate::watch::subscribe(&app.hub, request).await.unwrap();
+    let mut fast = watch(&app, None, &[], &[]).await;
+    for round in 0..120 {
+        let status = if round % 2 == 0 { "processing" } else { "pending" };
+        callback(&app, &format!("s{round}"), &payment.id, status).await;
+    }
+    // The fast subscriber was not held back.
+    assert_eq!(take(&mut fast, 120).await.last().unwrap().payment.as_ref().unwrap().version, 122);
+
+    let mut got = Vec::new();
+    while got.len() < 120 {
+        let event = tokio::time::timeout(WAIT, slow.next()).await.expect("in time").expect("open").expect("ok");
+        got.push((event.sequence, event.payment.version));
+    }
+    let expected: Vec<(i64, i64)> = table(&app).await.into_iter().skip(2).map(|(s, _, v)| (s, v)).collect();
+    assert_eq!(got, expected, "complete and in order after falling behind");
+    assert!(app.hub.catch_ups() >= 1, "it fell behind the ring and caught up from the table");
+}
+
+#[tokio::test]
+async fn filters_are_anded() {
+    let app = spawn_app().await;
+    let one = app.create_payment("filter-1").await;
+    let two = app.create_payment("filter-2").await;
+    let mut by_id = watch(&app, Some(0), &[&two.id], &[]).await;
+    let mut by_both = watch(&app, Some(0), &[&one.id], &["sandbox"]).await;
+    let mut none = watch(&app, Some(0), &[&one.id], &["xpay"]).await;
+    callback(&app, "f1", &one.id, "processing").await;
+    callback(&app, "f2", &two.id, "processing").await;
+
+    let ids: Vec<String> = take(&mut by_id, 3).await.into_iter().map(|e| e.payment.unwrap().id).collect();
+    assert_eq!(ids, vec![two.id.clone(); 3]);
+    let versions: Vec<i64> = take(&mut by_both, 3).await.into_iter().map(|e| e.payment.unwrap().version).collect();
+    assert_eq!(versions, vec![1, 2, 3]);
+    assert!(tokio::time::timeout(Duration::from_millis(300), none.message()).await.is_err());
+}
+
+#[tokio::test]
+async fn pruned_sequences_are_out_of_range_and_shutdown_ends_streams() {
+    let app = spawn_app().await;
+    app.create_payment("prune").await;
+    let max: i64 = sqlx::query_scalar("SELECT MAX(sequence) FROM payment_events").fetch_one(&app.db).await.unwrap();
+    let mut tx = app.db.begin().await.unwrap();
+    let deleted =
+        paygate::store::events::prune(&mut tx, chrono::Utc::now() + chrono::Duration::seconds(1)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(deleted, 2);
+
+    let request = pb::WatchPaymentsRequest { after_sequence: Some(0), ..Default::default() };
+    let status = app.grpc.clone().watch_payments(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange);
+    let (reason, metadata) = error_info(&status);
+    assert_eq!(reason, "SEQUENCE_EXPIRED");
+    assert_eq!(metadata["oldest_sequence"], (max + 1).to_string());
+    let bad = pb::WatchPaymentsRequest { after_sequence: Some(-1), ..Default::default() };
+    assert_eq!(app.grpc.clone().watch_payments(bad).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+
+    // From the pruning point on, streams work; shutdown ends them with UNAVAILABLE.
+    let mut stream = watch(&app, Some(max), &[], &[]).await;
+    let grpc = app.grpc.clone();
+    app.stop().await;
+    let end = tokio::time::timeout(WAIT, stream.message()).await.expect("stream ends in time");
+    match end {
+        Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable),
+        Ok(None) => {}
+        Ok(Some(e)) => panic!("unexpected event {e:?}"),
+    }
+    drop(grpc);
+}
