@@ -37,6 +37,8 @@ pub enum ApiError {
     IdempotencyInProgress,
     #[error("after_sequence is older than the retained events")]
     SequenceExpired { oldest_sequence: i64 },
+    #[error("after_sequence is newer than any committed event")]
+    SequenceAhead { newest_sequence: i64 },
     #[error("server is shutting down; reconnect with after_sequence")]
     ShuttingDown,
     #[error("not implemented yet")]
@@ -67,6 +69,7 @@ impl ApiError {
             Self::ProviderTimeout => "PROVIDER_TIMEOUT",
             Self::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
             Self::SequenceExpired { .. } => "SEQUENCE_EXPIRED",
+            Self::SequenceAhead { .. } => "SEQUENCE_AHEAD",
             Self::ShuttingDown => "SHUTTING_DOWN",
             Self::Unimplemented => "UNIMPLEMENTED",
             Self::Internal(_) => "INTERNAL",
@@ -83,7 +86,7 @@ impl ApiError {
             Self::ProviderUnavailable => Code::Unavailable,
             Self::ProviderTimeout => Code::DeadlineExceeded,
             Self::IdempotencyInProgress => Code::Aborted,
-            Self::SequenceExpired { .. } => Code::OutOfRange,
+            Self::SequenceExpired { .. } | Self::SequenceAhead { .. } => Code::OutOfRange,
             Self::ShuttingDown => Code::Unavailable,
             Self::Unimplemented => Code::Unimplemented,
             Self::Internal(_) => Code::Internal,
@@ -98,6 +101,7 @@ impl ApiError {
             }
             Self::ProviderRejected { provider_code, .. } => vec![("provider_code", provider_code.clone())],
             Self::SequenceExpired { oldest_sequence } => vec![("oldest_sequence", oldest_sequence.to_string())],
+            Self::SequenceAhead { newest_sequence } => vec![("newest_sequence", newest_sequence.to_string())],
             _ => Vec::new(),
         }
     }
@@ -109,7 +113,7 @@ impl ApiError {
             Self::SignatureInvalid | Self::SignatureExpired => 401,
             Self::PaymentNotFound | Self::ProviderNotFound | Self::AccountNotFound => 404,
             Self::IdempotencyKeyReused { .. } | Self::IdempotencyInProgress => 409,
-            Self::SequenceExpired { .. } => 416,
+            Self::SequenceExpired { .. } | Self::SequenceAhead { .. } => 416,
             Self::ShuttingDown => 503,
             // An amount mismatch is recorded and answered 200 by the ingress itself.
             Self::AmountMismatch { .. } => 200,

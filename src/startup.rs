@@ -16,8 +16,11 @@ use crate::grpc::PaymentApi;
 use crate::http::{HttpState, router};
 use crate::pb::payment_service_server::PaymentServiceServer;
 use crate::providers::eximpe::Eximpe;
+use crate::providers::exirom::Exirom;
+use crate::providers::hitpay::HitPay;
 use crate::providers::sandbox::Sandbox;
 use crate::providers::xpay::XPay;
+use crate::providers::xstak::Xstak;
 use crate::providers::{Provider, ProviderContext, Registry};
 use crate::store::{Store, settings};
 use crate::watch::Hub;
@@ -34,6 +37,7 @@ pub struct Application {
     client: reqwest::Client,
     grace: Duration,
     hub: Hub,
+    max_streams: u32,
     /// Cancelled when the server stops; ends streams and background jobs.
     stop: CancellationToken,
     events: EventsConfig,
@@ -68,7 +72,7 @@ impl Application {
             registry.add(provider);
         }
         let stop = CancellationToken::new();
-        let hub = Hub::start(store.clone(), config.events.stream_buffer, stop.clone()).await?;
+        let hub = Hub::start(&store, config.events.stream_pool_size, config.events.stream_buffer, stop.clone()).await?;
         Ok(Self {
             gateway: Gateway::new(store, registry),
             grpc_listener,
@@ -77,6 +81,7 @@ impl Application {
             client,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
             hub,
+            max_streams: config.server.http2_max_concurrent_streams,
             stop,
             events: config.events.clone(),
         })
@@ -121,8 +126,11 @@ impl Application {
         tracing::info!(grpc = %self.grpc_addr(), http = %self.http_addr(), public_base_url = %self.public_base_url, "paygate listening");
 
         let grpc_shutdown = shutdown.clone();
+        // HTTP/2 keep-alive pings keep idle streams alive through proxies and detect dead peers.
         let grpc = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .max_concurrent_streams(Some(self.max_streams))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -258,6 +266,9 @@ async fn build_registry(config: &Config, store: &Store, ctx: &ProviderContext) -
     // add_accounts(&mut registry, &config.providers.<name>, |name, account| <Adapter>::new(name, account, ctx))?;
     add_accounts(&mut registry, &config.providers.eximpe, |name, account| Eximpe::new(name, account, ctx))?;
     add_accounts(&mut registry, &config.providers.xpay, |name, account| XPay::new(name, account, ctx))?;
+    add_accounts(&mut registry, &config.providers.xstak, |name, account| Xstak::new(name, account, ctx))?;
+    add_accounts(&mut registry, &config.providers.exirom, |name, account| Exirom::new(name, account, ctx))?;
+    add_accounts(&mut registry, &config.providers.hitpay, |name, account| HitPay::new(name, account, ctx))?;
     Ok(registry)
 }
 

@@ -5,11 +5,14 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{TestApp, error_info, spawn_app_with};
 use paygate::config::EximpeAccount;
 use paygate::pb::{self, PaymentStatus};
+use paygate::providers::ProviderContext;
+use paygate::providers::eximpe::Eximpe;
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Match, Mock, MockServer, Request, ResponseTemplate};
@@ -200,6 +203,29 @@ fn location(r: &reqwest::Response) -> &str {
     r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default()
 }
 
+/// Waits (up to 5 s) until `payment` satisfies `done`, and returns it.
+async fn wait_for(app: &TestApp, id: &str, done: impl Fn(&pb::Payment) -> bool) -> pb::Payment {
+    let mut p = app.get_payment(id).await;
+    for _ in 0..100 {
+        if done(&p) {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        p = app.get_payment(id).await;
+    }
+    p
+}
+
+/// Event kinds recorded for `id` from `source`, oldest first.
+async fn event_kinds(app: &TestApp, id: &str, source: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT kind FROM payment_events WHERE payment_id = $1 AND source = $2 ORDER BY sequence")
+        .bind(id)
+        .bind(source)
+        .fetch_all(&app.db)
+        .await
+        .unwrap()
+}
+
 async fn refresh(app: &TestApp, id: &str) -> Result<pb::Payment, tonic::Status> {
     let request = pb::GetPaymentStatusRequest { payment_id: id.into(), refresh: true, ..Default::default() };
     app.grpc.clone().get_payment_status(request).await.map(|r| r.into_inner().payment.expect("payment"))
@@ -276,6 +302,54 @@ async fn non_inr_is_invalid_argument_and_nothing_is_sent_or_written() {
 }
 
 #[tokio::test]
+async fn a_missing_buyer_field_is_invalid_argument_and_nothing_is_sent_or_written() {
+    let (app, mock) = spawn(|_| {}).await;
+    let customer = |name: &str, email: &str, phone: &str| pb::Customer {
+        name: name.into(),
+        email: email.into(),
+        phone: phone.into(),
+    };
+    for (customer, field) in [
+        (None, "customer.name"),
+        (Some(customer("", "", "")), "customer.name"),
+        (Some(customer("Asha Rao", "", "+919876543210")), "customer.email"),
+        (Some(customer("Asha Rao", "asha@example.in", "")), "customer.phone"),
+    ] {
+        let mut req = request("order-no-buyer");
+        req.customer = customer;
+        let err = app.grpc.clone().create_checkout(req).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{field}");
+        let (reason, metadata) = error_info(&err);
+        assert_eq!((reason.as_str(), metadata["field"].as_str()), ("INVALID_FIELD", field));
+    }
+    assert!(mock.received_requests().await.unwrap_or_default().is_empty());
+    assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 0);
+}
+
+#[tokio::test]
+async fn a_create_that_times_out_is_provider_timeout() {
+    // The shared client waits 15 s; an adapter with a 300 ms client shows the same mapping fast.
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/pg/orders/"))
+        .respond_with(created("OD1000000001", SESSION_ID).set_delay(Duration::from_secs(5)))
+        .mount(&mock)
+        .await;
+    let ctx = ProviderContext {
+        public_base_url: "http://127.0.0.1:9".into(),
+        client: reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap(),
+    };
+    let adapter = Eximpe::new("default", &account(&mock), &ctx).unwrap();
+    let app = spawn_app_with(|_| {}, vec![Arc::new(adapter)]).await;
+    let started = std::time::Instant::now();
+    let err = app.grpc.clone().create_checkout(request("order-timeout")).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
+    assert_eq!(error_info(&err).0, "PROVIDER_TIMEOUT");
+    assert_eq!(requests(&mock, "POST").await.len(), 1, "no blind retry");
+}
+
+#[tokio::test]
 async fn checkout_page_opens_the_session_with_the_sdk() {
     let (app, mock) = spawn(|_| {}).await;
     let evil_session = "sess_</script><script>alert(1)</script>";
@@ -311,33 +385,62 @@ async fn checkout_page_opens_the_session_with_the_sdk() {
 async fn a_closed_payment_page_shows_its_status_and_no_sdk() {
     let (app, mock) = spawn(|_| {}).await;
     let payment = create(&app, &mock, "order-closed", "OD1000000001").await;
+    mount_status(&mock, "OD1000000001", order("OD1000000001", "payment_successful", json!("1000.00"))).await;
     let r = post_form(&app, &format!("payment_id={}", payment.id), SUCCESS_FORM).await;
     assert_eq!(r.status(), 303);
+    let paid = wait_for(&app, &payment.id, |p| p.status() == PaymentStatus::Succeeded).await;
+    assert_eq!(paid.status(), PaymentStatus::Succeeded);
     let html = app.client.get(&payment.checkout_url).send().await.unwrap().text().await.unwrap();
     assert!(html.contains("succeeded") && !html.contains("eximpe-sdk") && !html.contains(SESSION_ID), "{html}");
 }
 
 #[tokio::test]
-async fn browser_success_redirects_to_the_return_url_and_duplicates_change_nothing() {
+async fn a_success_form_redirects_but_only_the_status_lookup_pays() {
     let (app, mock) = spawn(|_| {}).await;
     let payment = create(&app, &mock, "order-ok", "OD1000000001").await;
+    // EximPe confirms the success with the right amount, a little later than the redirect.
+    let confirmed = order("OD1000000001", "payment_successful", json!("1000.00")).set_delay(Duration::from_millis(700));
+    mount_status(&mock, "OD1000000001", confirmed).await;
     let query = format!("payment_id={}", payment.id);
 
     let r = post_form(&app, &query, SUCCESS_FORM).await;
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), "https://shop.example/thanks?order=1");
-    let after = app.get_payment(&payment.id).await;
-    assert_eq!(after.status(), PaymentStatus::Succeeded);
-    assert_eq!(after.provider_payment_id, "PR1000000001");
-    assert_eq!(after.payment_method, "UPI");
+    // The genuine, signed form alone does not pay: its hash covers no amount.
+    let after_form = app.get_payment(&payment.id).await;
+    assert_eq!((after_form.status(), after_form.version), (PaymentStatus::Pending, payment.version));
+    assert_eq!(event_kinds(&app, &payment.id, "callback").await, ["no_status"]);
 
+    // The browser posts it again: a duplicate, still a 303, and no second lookup.
     let again = post_form(&app, &query, SUCCESS_FORM).await;
     assert_eq!((again.status().as_u16(), location(&again)), (303, "https://shop.example/thanks?order=1"));
-    assert_eq!(app.get_payment(&payment.id).await.version, after.version);
-    let duplicates = "SELECT COUNT(*) FROM payment_events WHERE kind = 'duplicate'";
-    assert_eq!(app.count(duplicates).await, 1);
-    // The callback was trusted on its signature: no status lookup was needed.
-    assert!(requests(&mock, "GET").await.is_empty());
+    assert_eq!(event_kinds(&app, &payment.id, "callback").await, ["no_status", "duplicate"]);
+
+    // The one lookup (`GET /pg/orders/{order_id}`, amount and currency checked) pays it.
+    let paid = wait_for(&app, &payment.id, |p| p.status() == PaymentStatus::Succeeded).await;
+    assert_eq!(paid.status(), PaymentStatus::Succeeded);
+    assert_eq!((paid.provider_payment_id.as_str(), paid.payment_method.as_str()), ("PR1469384681", "UPI"));
+    assert_eq!(paid.failure_code, "");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gets = requests(&mock, "GET").await;
+    assert_eq!(gets.len(), 1, "exactly one status lookup");
+    assert_eq!(gets[0].url.path(), "/pg/orders/OD1000000001");
+    assert!(event_kinds(&app, &payment.id, "callback").await.iter().all(|k| k != "status_changed"));
+}
+
+#[tokio::test]
+async fn a_success_form_whose_lookup_reports_another_amount_never_pays() {
+    let (app, mock) = spawn(|_| {}).await;
+    let payment = create(&app, &mock, "order-cheap", "OD1000000001").await;
+    mount_status(&mock, "OD1000000001", order("OD1000000001", "payment_successful", json!(1.0))).await;
+
+    let r = post_form(&app, &format!("payment_id={}", payment.id), SUCCESS_FORM).await;
+    assert_eq!((r.status().as_u16(), location(&r)), (303, "https://shop.example/thanks?order=1"));
+    let p = wait_for(&app, &payment.id, |p| p.failure_code == "AMOUNT_MISMATCH").await;
+    assert_eq!((p.status(), p.failure_code.as_str()), (PaymentStatus::Pending, "AMOUNT_MISMATCH"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.get_payment(&payment.id).await.status(), PaymentStatus::Pending);
+    assert_eq!(requests(&mock, "GET").await.len(), 1);
 }
 
 #[tokio::test]
@@ -394,10 +497,16 @@ async fn a_signed_callback_for_another_payment_than_the_query_names_is_refused()
     assert_eq!(r.status(), 303);
     assert_eq!(app.get_payment(&a.id).await.status(), PaymentStatus::Pending);
     assert_eq!(app.get_payment(&b.id).await.status(), PaymentStatus::Pending);
-    // At its own URL it applies.
+    // Only A (named by the query) may be looked up; B's order is not asked about.
+    let looked_up_b = requests(&mock, "GET").await.iter().any(|r| r.url.path() == "/pg/orders/OD1000000005");
+    assert!(!looked_up_b, "a refused callback schedules no lookup of B");
+    // At its own URL it is accepted, and B's status lookup pays B.
+    mount_status(&mock, "OD1000000005", order("OD1000000005", "payment_successful", json!(1000))).await;
     let r = post_form(&app, &format!("payment_id={}", b.id), OTHER_FORM).await;
     assert_eq!(r.status(), 303);
-    assert_eq!(app.get_payment(&b.id).await.status(), PaymentStatus::Succeeded);
+    let paid = wait_for(&app, &b.id, |p| p.status() == PaymentStatus::Succeeded).await;
+    assert_eq!(paid.status(), PaymentStatus::Succeeded);
+    assert_eq!(app.get_payment(&a.id).await.status(), PaymentStatus::Pending);
 }
 
 fn verify_request(body: &str, query: &str) -> pb::VerifyCallbackRequest {
@@ -418,16 +527,21 @@ async fn verify_callback_over_grpc() {
     let payment = create(&app, &mock, "order-grpc", "OD1000000004").await;
     let query = format!("payment_id={}", payment.id);
 
+    // Verified, but a success form changes nothing by itself; the lookup it schedules pays.
+    let confirmed = order("OD1000000004", "payment_successful", json!("1000.00")).set_delay(Duration::from_millis(500));
+    mount_status(&mock, "OD1000000004", confirmed).await;
+    let ok = app.grpc.clone().verify_callback(verify_request(GRPC_FORM, &query)).await.unwrap().into_inner();
+    assert!(!ok.status_changed && !ok.duplicate);
+    assert_eq!(ok.event_id, "OD1000000004:PR1000000004:payment_successful");
+    assert_eq!(ok.payment.unwrap().status(), PaymentStatus::Pending);
+    let paid = wait_for(&app, &payment.id, |p| p.status() == PaymentStatus::Succeeded).await;
+    assert_eq!(paid.status(), PaymentStatus::Succeeded);
+    assert_eq!(requests(&mock, "GET").await.len(), 1);
+
     let forged = GRPC_FORM.replace("NET_BANKING", "UPI");
     let err = app.grpc.clone().verify_callback(verify_request(&forged, &query)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     assert_eq!(error_info(&err).0, "SIGNATURE_INVALID");
-
-    let ok = app.grpc.clone().verify_callback(verify_request(GRPC_FORM, &query)).await.unwrap().into_inner();
-    assert!(ok.status_changed && !ok.duplicate);
-    assert_eq!(ok.event_id, "OD1000000004:PR1000000004:payment_successful");
-    let paid = ok.payment.unwrap();
-    assert_eq!((paid.status(), paid.payment_method.as_str()), (PaymentStatus::Succeeded, "NET_BANKING"));
 
     // Without the query it is found by order id alone; the same event is a duplicate.
     let dup = app.grpc.clone().verify_callback(verify_request(GRPC_FORM, "")).await.unwrap().into_inner();
@@ -477,6 +591,10 @@ async fn refresh_failures_are_returned() {
     mount_status(&mock, "OD1000000001", order("OD1000000001", "payment_successful", json!("1000.001"))).await;
     let err = refresh(&app, &payment.id).await.unwrap_err();
     assert_eq!(error_info(&err).0, "PROVIDER_UNAVAILABLE");
+    // A success without an amount is never taken on trust.
+    mount_status(&mock, "OD1000000001", order("OD1000000001", "payment_successful", Value::Null)).await;
+    let err = refresh(&app, &payment.id).await.unwrap_err();
+    assert_eq!(error_info(&err).0, "PROVIDER_UNAVAILABLE");
     assert_eq!(app.get_payment(&payment.id).await.status(), PaymentStatus::Pending);
 }
 
@@ -505,6 +623,19 @@ async fn create_errors_map_to_the_error_table() {
             tonic::Code::InvalidArgument,
             "PROVIDER_REJECTED",
             Some("ERR_ORDER_009"),
+        ),
+        // Codes that are not identifiers (they may echo shopper data) are not passed on.
+        (
+            ResponseTemplate::new(400).set_body_json(envelope("bad email asha@example.in")),
+            tonic::Code::InvalidArgument,
+            "PROVIDER_REJECTED",
+            Some("http_400"),
+        ),
+        (
+            ResponseTemplate::new(200).set_body_json(envelope("bad email asha@example.in")),
+            tonic::Code::InvalidArgument,
+            "PROVIDER_REJECTED",
+            Some("eximpe_error"),
         ),
         (
             ResponseTemplate::new(401).set_body_json(envelope("ERR_AUTH_000")),
@@ -544,5 +675,5 @@ async fn create_errors_map_to_the_error_table() {
         }
     }
     let rejected = "SELECT COUNT(*) FROM payments WHERE status = 'failed' AND failure_code = 'PROVIDER_REJECTED'";
-    assert_eq!(app.count(rejected).await, 3);
+    assert_eq!(app.count(rejected).await, 5);
 }

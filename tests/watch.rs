@@ -253,8 +253,9 @@ async fn a_slow_subscriber_catches_up_from_the_table_with_bounded_memory() {
         let status = if round % 2 == 0 { "processing" } else { "pending" };
         callback(&app, &format!("s{round}"), &payment.id, status).await;
     }
-    // The fast subscriber was not held back.
+    // The fast subscriber was not held back, and the ring never held more than its capacity.
     assert_eq!(take(&mut fast, 120).await.last().unwrap().payment.as_ref().unwrap().version, 122);
+    assert!(app.hub.buffered() <= 8, "ring is bounded: {}", app.hub.buffered());
 
     let mut got = Vec::new();
     while got.len() < 120 {
@@ -303,6 +304,13 @@ async fn pruned_sequences_are_out_of_range_and_shutdown_ends_streams() {
     assert_eq!(metadata["oldest_sequence"], (max + 1).to_string());
     let bad = pb::WatchPaymentsRequest { after_sequence: Some(-1), ..Default::default() };
     assert_eq!(app.grpc.clone().watch_payments(bad).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    // Newer than anything committed (e.g. a client of a restored database): refused, not skipped.
+    let ahead = pb::WatchPaymentsRequest { after_sequence: Some(max + 10), ..Default::default() };
+    let status = app.grpc.clone().watch_payments(ahead).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange);
+    let (reason, metadata) = error_info(&status);
+    assert_eq!(reason, "SEQUENCE_AHEAD");
+    assert_eq!(metadata["newest_sequence"], max.to_string());
 
     // From the pruning point on, streams work; shutdown ends them with UNAVAILABLE.
     let mut stream = watch(&app, Some(max), &[], &[]).await;
@@ -310,9 +318,87 @@ async fn pruned_sequences_are_out_of_range_and_shutdown_ends_streams() {
     app.stop().await;
     let end = tokio::time::timeout(WAIT, stream.message()).await.expect("stream ends in time");
     match end {
-        Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable),
-        Ok(None) => {}
-        Ok(Some(e)) => panic!("unexpected event {e:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), tonic::Code::Unavailable);
+            assert_eq!(error_info(&status).0, "SHUTTING_DOWN");
+        }
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
     }
     drop(grpc);
+}
+
+#[tokio::test]
+async fn sequences_follow_commit_order_so_no_event_is_skipped() {
+    let app = spawn_app().await;
+    let first = app.create_payment("order-1").await;
+    let second = app.create_payment("order-2").await;
+    let mut stream = watch(&app, None, &[], &[]).await;
+
+    // Transaction 1 appends an event and stays open.
+    let mut tx = app.db.begin().await.unwrap();
+    let before = paygate::store::payments::lock(&mut tx, &first.id).await.unwrap().unwrap();
+    let mut after = before.clone();
+    after.status = paygate::domain::PaymentStatus::Processing;
+    let info =
+        paygate::store::payments::EventInfo { kind: "status_changed", source: "reconciler", ..Default::default() };
+    paygate::store::payments::update(&mut tx, &before, &after, &info).await.unwrap();
+
+    // Transaction 2 (a callback on another payment) must wait: were it to commit first with a
+    // higher sequence, a reader past it would never see transaction 1's event.
+    let writer = tokio::spawn({
+        let mut grpc = app.grpc.clone();
+        let body = sandbox_body("c2", &second.id, "processing", 1234, "USD");
+        let signature = sign_timestamped(SANDBOX_SECRET.as_bytes(), chrono::Utc::now().timestamp(), body.as_bytes());
+        let request = pb::VerifyCallbackRequest {
+            provider: "sandbox".into(),
+            body: body.into_bytes(),
+            headers: HashMap::from([("paygate-sandbox-signature".to_owned(), signature)]),
+            ..Default::default()
+        };
+        async move { grpc.verify_callback(request).await }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!writer.is_finished(), "the second append waits for the first to commit");
+    assert!(tokio::time::timeout(Duration::from_millis(50), stream.message()).await.is_err());
+
+    tx.commit().await.unwrap();
+    assert!(writer.await.unwrap().unwrap().into_inner().status_changed);
+    let events = take(&mut stream, 2).await;
+    let ids: Vec<String> = events.iter().map(|e| e.payment.as_ref().unwrap().id.clone()).collect();
+    assert_eq!(ids, vec![first.id, second.id]);
+    assert!(events[0].sequence < events[1].sequence);
+    assert_eq!(events[0].source, "reconciler");
+}
+
+#[tokio::test]
+async fn events_pruned_during_a_long_replay_end_it_with_sequence_expired() {
+    let app = spawn_app().await;
+    app.create_payment("long-replay").await;
+    // 600 more events (more than one replay page), copied from the checkout event.
+    sqlx::query(
+        "INSERT INTO payment_events (payment_id, version, kind, source, status, snapshot) \
+         SELECT payment_id, 1000 + g, 'copy', 'callback', status, snapshot \
+         FROM payment_events, generate_series(1, 600) AS g WHERE sequence = 2",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let request = paygate::watch::WatchRequest { after_sequence: Some(0), ..Default::default() };
+    let mut stream = paygate::watch::subscribe(&app.hub, request).await.unwrap();
+    // Let the replay read its first page and fill the queue, then prune everything.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut tx = app.db.begin().await.unwrap();
+    paygate::store::events::prune(&mut tx, chrono::Utc::now() + chrono::Duration::seconds(1)).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let mut delivered = 0;
+    let end = loop {
+        match tokio::time::timeout(WAIT, stream.next()).await.expect("in time") {
+            Some(Ok(_)) => delivered += 1,
+            Some(Err(e)) => break e,
+            None => panic!("stream ended without an error"),
+        }
+    };
+    assert!(matches!(end, paygate::error::ApiError::SequenceExpired { .. }), "{end:?}");
+    assert!(delivered <= 500, "only the page read before pruning: {delivered}");
 }

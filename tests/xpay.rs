@@ -687,6 +687,55 @@ async fn other_event_types_change_nothing_and_schedule_one_lookup() {
     assert_eq!(h.lookups(&payment).await, 1);
 }
 
+#[tokio::test]
+async fn a_completed_event_with_another_status_changes_nothing_and_schedules_one_lookup() {
+    let h = Harness::start().await;
+    h.create_mock(AMOUNT, None).mount(&h.mock).await;
+    let payment = h.create("xp-completed-open").await;
+    h.mount_lookup(&payment, "open", AMOUNT).await;
+
+    // Only `complete` is trusted from a `checkout.session.completed` body.
+    let body = event("evt_completed_open", "checkout.session.completed", &payment, "open", AMOUNT, true);
+    let r = h.post_webhook(&body, &signed(SECRET, &body)).await;
+    assert_eq!(r.status(), 200);
+    let json: Value = r.json().await.unwrap();
+    assert_eq!(
+        json,
+        json!({ "payment_id": payment.id, "event_id": "evt_completed_open", "duplicate": false, "status_changed": false })
+    );
+    h.wait_for_lookups(&payment, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let p = h.app.get_payment(&payment.id).await;
+    assert_eq!((p.status(), p.version), (PaymentStatus::Pending, payment.version));
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT kind FROM payment_events WHERE payment_id = $1 AND source = 'callback'")
+            .bind(&payment.id)
+            .fetch_all(&h.app.db)
+            .await
+            .unwrap();
+    assert_eq!(kinds, ["no_status"]);
+    assert_eq!(h.lookups(&payment).await, 1);
+
+    // `expired` in the body is not applied either; XPay's answer to the lookup decides.
+    let second = h.create("xp-completed-expired").await;
+    h.mount_lookup(&second, "complete", AMOUNT).await;
+    let body = event("evt_completed_expired", "checkout.session.completed", &second, "expired", AMOUNT, true);
+    let response = h.verify(&body, &signed(SECRET, &body)).await.unwrap();
+    assert!(!response.status_changed && !response.duplicate);
+    assert_eq!(response.payment.unwrap().status(), PaymentStatus::Pending);
+    h.wait_for_lookups(&second, 1).await;
+    let mut p = h.app.get_payment(&second.id).await;
+    for _ in 0..50 {
+        if p.status() == PaymentStatus::Succeeded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        p = h.app.get_payment(&second.id).await;
+    }
+    assert_eq!(p.status(), PaymentStatus::Succeeded, "the lookup, not the body, decided");
+    assert_eq!(h.lookups(&second).await, 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Status lookups and returns
 // ---------------------------------------------------------------------------------------------

@@ -34,11 +34,14 @@ pub struct EventsConfig {
     /// catches up from the table.
     #[serde(deserialize_with = "lenient::parse")]
     pub stream_buffer: usize,
+    /// Connections of the streams' own pool (listener, reads, replays), apart from `database`'s.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub stream_pool_size: u32,
 }
 
 impl Default for EventsConfig {
     fn default() -> Self {
-        Self { retention_days: 7, prune_interval_secs: 3600, stream_buffer: 4096 }
+        Self { retention_days: 7, prune_interval_secs: 3600, stream_buffer: 4096, stream_pool_size: 4 }
     }
 }
 
@@ -53,6 +56,9 @@ pub struct ServerConfig {
     /// How long shutdown waits for in-flight requests, in seconds.
     #[serde(deserialize_with = "lenient::parse")]
     pub shutdown_grace_secs: u64,
+    /// HTTP/2 streams one gRPC connection may carry at once (each WatchPayments is one).
+    #[serde(deserialize_with = "lenient::parse")]
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +68,7 @@ impl Default for ServerConfig {
             http_addr: "0.0.0.0:8080".into(),
             public_base_url: String::new(),
             shutdown_grace_secs: 20,
+            http2_max_concurrent_streams: 1024,
         }
     }
 }
@@ -244,24 +251,107 @@ impl Default for XpayAccount {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HitpayAccount {
+    /// API base ending in `/v1`, e.g. `https://api.sandbox.hit-pay.com/v1`; required.
     pub base_url: String,
+    /// `X-BUSINESS-API-KEY`; required.
     pub api_key: String,
+    /// The dashboard's webhook salt: HMAC-SHA256 key of the webhook `hmac`; required.
     pub salt: String,
+    /// Body encoding of the create call: `form` (empty = `form`, as the seed document says) or `json`.
     pub create_content_type: String,
 }
 
+impl HitpayAccount {
+    /// Value formats (the required keys are checked when the adapter is built at startup).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let base = &self.base_url;
+        if !base.is_empty()
+            && !url::Url::parse(base).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        {
+            problems.push("base_url: must be an absolute http(s) URL".to_owned());
+        }
+        if !matches!(self.create_content_type.as_str(), "" | "form" | "json") {
+            problems.push("create_content_type: must be `form` or `json`".to_owned());
+        }
+        problems
+    }
+}
+
 /// XStak XPay (Pakistan) account.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct XstakAccount {
+    /// Empty: `https://xstak-pay.xstak.com` (production host from unofficial code; staging is
+    /// `https://xstak-pay-stg.xstak.com`).
     pub base_url: String,
+    /// `x-api-key` (the secret key from the XAP portal).
     pub api_key: String,
+    /// `x-account-id`.
     pub account_id: String,
+    /// `hmac_sc_api`: signs our requests (`x-signature`).
     pub hmac_secret: String,
+    /// The webhook HMAC secret.
     pub webhook_secret: String,
+    /// Header carrying the webhook signature (the document does not name it).
     pub webhook_signature_header: String,
+    /// Status lookups via the undocumented `GET {base}/public/v1/payment/intent/{id}`.
     #[serde(deserialize_with = "lenient::parse")]
     pub status_lookup: bool,
+    /// Unit of `amount` on the wire: `major` (default, the document's `5` PKR) or `minor` (paisa).
+    pub amount_unit: String,
+    /// Local checkout lifetime (XStak documents none); the request's `ttl` wins when given.
+    #[serde(deserialize_with = "lenient::parse_opt", skip_serializing_if = "Option::is_none")]
+    pub checkout_ttl_secs: Option<u64>,
+}
+
+impl Default for XstakAccount {
+    fn default() -> Self {
+        Self {
+            base_url: String::new(),
+            api_key: String::new(),
+            account_id: String::new(),
+            hmac_secret: String::new(),
+            webhook_secret: String::new(),
+            webhook_signature_header: "x-signature".into(),
+            status_lookup: false,
+            amount_unit: "major".into(),
+            checkout_ttl_secs: None,
+        }
+    }
+}
+
+impl XstakAccount {
+    /// What makes this account unusable, each as `key: reason`. Never includes a value.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.base_url.is_empty()
+            && !url::Url::parse(&self.base_url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        {
+            problems.push("base_url: must be an absolute http(s) URL".to_owned());
+        }
+        for (key, value) in [
+            ("api_key", &self.api_key),
+            ("account_id", &self.account_id),
+            ("hmac_secret", &self.hmac_secret),
+            ("webhook_secret", &self.webhook_secret),
+        ] {
+            if value.is_empty() {
+                problems.push(format!("{key}: must be set"));
+            }
+        }
+        if reqwest::header::HeaderName::from_bytes(self.webhook_signature_header.as_bytes()).is_err() {
+            problems.push("webhook_signature_header: must be a valid HTTP header name".to_owned());
+        }
+        if !matches!(self.amount_unit.as_str(), "major" | "minor") {
+            problems.push("amount_unit: must be `major` or `minor`".to_owned());
+        }
+        if self.checkout_ttl_secs.is_some_and(|t| !(60..=7 * 86_400).contains(&t)) {
+            problems.push("checkout_ttl_secs: must be between 60 and 604800".to_owned());
+        }
+        problems
+    }
 }
 
 /// Exirom (APMs) account.
@@ -273,8 +363,53 @@ pub struct ExiromAccount {
     pub merchant_secret: String,
     pub account_id: String,
     pub methods: BTreeMap<String, ExiromMethod>,
+    /// How the callback checksum's amount is written, tried in order: `raw_token`, `2dp`, `minor`;
+    /// empty = all three in that order.
     #[serde(deserialize_with = "lenient::list")]
     pub callback_amount_formats: Vec<String>,
+    /// Lifetime assumed for an auth token whose JWT carries no `exp`; unset = 30 days (documented).
+    #[serde(deserialize_with = "lenient::parse_opt", skip_serializing_if = "Option::is_none")]
+    pub token_lifetime_secs: Option<u64>,
+}
+
+impl ExiromAccount {
+    /// What makes this account unusable, each as `key: reason` (never a value).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        match url::Url::parse(&self.base_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => problems.push("base_url: must be an absolute http(s) URL".to_owned()),
+        }
+        for (key, value) in [
+            ("merchant_key", &self.merchant_key),
+            ("merchant_secret", &self.merchant_secret),
+            ("account_id", &self.account_id),
+        ] {
+            if value.trim().is_empty() {
+                problems.push(format!("{key}: must be set"));
+            }
+        }
+        if self.account_id.contains('|') {
+            problems.push("account_id: must not contain `|` (it is part of the signed text)".to_owned());
+        }
+        if self.methods.is_empty() {
+            problems.push("methods: at least one payment method is required".to_owned());
+        }
+        for (name, method) in &self.methods {
+            if method.payment_method.trim().is_empty() || method.payment_type.trim().is_empty() {
+                problems.push(format!("methods.{name}: payment_method and payment_type must be set"));
+            }
+        }
+        for format in &self.callback_amount_formats {
+            if !matches!(format.as_str(), "raw_token" | "2dp" | "minor") {
+                problems.push(format!("callback_amount_formats: `{format}` is not raw_token, 2dp or minor"));
+            }
+        }
+        if self.token_lifetime_secs.is_some_and(|t| t < 60) {
+            problems.push("token_lifetime_secs: must be at least 60".to_owned());
+        }
+        problems
+    }
 }
 
 /// How one of our payment method names maps onto Exirom's APM payload.
@@ -351,6 +486,21 @@ impl Config {
         if self.providers.eximpe.enabled {
             for (name, account) in &self.providers.eximpe.accounts {
                 errors.extend(account.problems().into_iter().map(|p| format!("providers.eximpe.accounts.{name}.{p}")));
+            }
+        }
+        if self.providers.exirom.enabled {
+            for (name, account) in &self.providers.exirom.accounts {
+                errors.extend(account.problems().into_iter().map(|p| format!("providers.exirom.accounts.{name}.{p}")));
+            }
+        }
+        if self.providers.xstak.enabled {
+            for (name, account) in &self.providers.xstak.accounts {
+                errors.extend(account.problems().into_iter().map(|p| format!("providers.xstak.accounts.{name}.{p}")));
+            }
+        }
+        if self.providers.hitpay.enabled {
+            for (name, account) in &self.providers.hitpay.accounts {
+                errors.extend(account.problems().into_iter().map(|p| format!("providers.hitpay.accounts.{name}.{p}")));
             }
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }

@@ -50,6 +50,9 @@ pub struct StatusReport {
     pub failure_message: Option<String>,
     /// The provider's own timestamp: stored, never used for ordering.
     pub occurred_at: Option<DateTime<Utc>>,
+    /// Entries merged into the payment's metadata when the report changes the status (e.g. the
+    /// amount a provider actually processed after a currency conversion).
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// Failure code recorded when a report's amount or currency differs from the payment.
@@ -95,6 +98,7 @@ impl Payment {
                 if report.payment_method.is_some() {
                     after.payment_method.clone_from(&report.payment_method);
                 }
+                after.metadata.extend(report.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
                 match to {
                     PaymentStatus::Succeeded => {
                         after.failure_code = None;

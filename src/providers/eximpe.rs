@@ -82,7 +82,7 @@ impl std::fmt::Debug for Eximpe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Eximpe")
             .field("account", &self.account)
-            .field("base_url", &self.base_url)
+            .field("base_url", &crate::config::redact_url_password(&self.base_url))
             .field("credentials", &"<redacted>")
             .field("callback_key", &"<redacted>")
             .field("hs_code", &self.hs_code)
@@ -186,12 +186,26 @@ impl Provider for Eximpe {
         &self.account
     }
 
-    /// EximPe's orders are INR only; anything else is refused before a payment is written.
+    /// EximPe's orders are INR only and need the buyer's name, email and phone; anything else is
+    /// refused before a payment is written or EximPe is called.
     fn validate(&self, checkout: &NewCheckout) -> Result<(), ValidationError> {
         if checkout.amount.currency.code() != transformers::CURRENCY
             || checkout.amount.currency.exponent() != transformers::AMOUNT_EXPONENT
         {
             return Err(ValidationError { field: "amount.currency".into(), reason: "EximPe accepts INR only" });
+        }
+        let customer = &checkout.customer;
+        for (field, value) in [
+            ("customer.name", &customer.name),
+            ("customer.email", &customer.email),
+            ("customer.phone", &customer.phone),
+        ] {
+            if value.trim().is_empty() {
+                return Err(ValidationError {
+                    field: field.into(),
+                    reason: "EximPe requires the buyer's name, email and phone",
+                });
+            }
         }
         Ok(())
     }
@@ -278,7 +292,6 @@ impl Provider for Eximpe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::PaymentStatus;
 
     // Independent vectors, computed with Python 3:
     //   import hmac, hashlib
@@ -331,9 +344,8 @@ mod tests {
             let v = a.verify_callback(&raw, Utc::now()).unwrap();
             assert_eq!(v.payment, PaymentRef::CheckoutId("OD6567064038".into()));
             assert_eq!(v.dedupe_key, "OD6567064038:PR2352113376:payment_successful");
-            assert_eq!(v.report.status, Some(PaymentStatus::Succeeded));
-            assert_eq!(v.report.amount, None);
-            assert_eq!(v.report.payment_method.as_deref(), Some("UPI"));
+            // A success form is verified but says nothing: the status lookup decides.
+            assert_eq!(v.report, StatusReport::default());
         }
     }
 
@@ -425,24 +437,57 @@ mod tests {
         let text = format!("{:?}", adapter("very-secret-callback-key"));
         assert!(!text.contains("very-secret-callback-key") && !text.contains("csecret") && !text.contains("cid"));
         assert!(text.contains("<redacted>"));
+        assert!(text.contains("https://api-staging.eximpe.com"), "a plain base URL is shown: {text}");
+        let account = EximpeAccount {
+            base_url: "https://user:url-password@api.eximpe.example/".into(),
+            client_id: "cid".into(),
+            client_secret: "csecret".into(),
+            callback_key: "k".into(),
+            hs_code: "49011010".into(),
+            ..Default::default()
+        };
+        let ctx = ProviderContext { public_base_url: "https://pg.example".into(), client: reqwest::Client::new() };
+        let text = format!("{:?}", Eximpe::new("default", &account, &ctx).unwrap());
+        assert!(!text.contains("url-password") && !text.contains("user:"), "{text}");
+    }
+
+    fn checkout(currency: &str, customer: crate::domain::checkout::Customer) -> NewCheckout {
+        use crate::domain::checkout::CheckoutInput;
+        NewCheckout::parse(CheckoutInput {
+            provider: NAME.into(),
+            merchant_reference: "r".into(),
+            amount: Some((100, currency.into())),
+            customer,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn buyer() -> crate::domain::checkout::Customer {
+        crate::domain::checkout::Customer {
+            name: "Asha Rao".into(),
+            email: "asha@example.in".into(),
+            phone: "+919876543210".into(),
+        }
     }
 
     #[test]
     fn only_inr_is_accepted() {
-        use crate::domain::checkout::CheckoutInput;
         let a = adapter("k");
-        let parse = |currency: &str| {
-            NewCheckout::parse(CheckoutInput {
-                provider: NAME.into(),
-                merchant_reference: "r".into(),
-                amount: Some((100, currency.into())),
-                ..Default::default()
-            })
-            .unwrap()
-        };
-        assert!(a.validate(&parse("INR")).is_ok());
+        assert!(a.validate(&checkout("INR", buyer())).is_ok());
         for other in ["USD", "JPY", "KWD"] {
-            assert_eq!(a.validate(&parse(other)).unwrap_err().field, "amount.currency", "{other}");
+            assert_eq!(a.validate(&checkout(other, buyer())).unwrap_err().field, "amount.currency", "{other}");
         }
+    }
+
+    #[test]
+    fn the_buyer_s_name_email_and_phone_are_required_first_missing_named() {
+        use crate::domain::checkout::Customer;
+        let a = adapter("k");
+        let field = |customer: Customer| a.validate(&checkout("INR", customer)).unwrap_err().field;
+        assert_eq!(field(Customer::default()), "customer.name");
+        assert_eq!(field(Customer { name: " ".into(), ..buyer() }), "customer.name");
+        assert_eq!(field(Customer { email: String::new(), phone: String::new(), ..buyer() }), "customer.email");
+        assert_eq!(field(Customer { phone: String::new(), ..buyer() }), "customer.phone");
     }
 }

@@ -75,6 +75,15 @@ fn truncate(s: &str, max_chars: usize) -> String {
     s.chars().take(max_chars).collect()
 }
 
+/// A provider's error code as it may become our `provider_code`: kept only when it is a short
+/// identifier (1–64 ASCII letters, digits, `_`, `-`, `.`). Free text could echo customer data.
+pub fn sanitize_code(code: &str) -> Option<String> {
+    let identifier = !code.is_empty()
+        && code.len() <= 64
+        && code.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    identifier.then(|| code.to_owned())
+}
+
 /// Parses a successful JSON body into `T`; a body of another shape means the provider is not
 /// speaking the documented API, which is treated as unavailable (and retryable).
 pub fn json<T: serde::de::DeserializeOwned>(success: &Success) -> Result<T, ProviderError> {
@@ -106,5 +115,16 @@ mod tests {
         {
             assert!(matches!(classify(status, Vec::new(), code), Err(ProviderError::Unavailable(_))), "{status}");
         }
+    }
+
+    #[test]
+    fn only_identifier_codes_survive_sanitising() {
+        for ok in ["ERR_AUTH_000", "parameter_invalid", "card-declined", "v1.bad"] {
+            assert_eq!(sanitize_code(ok).as_deref(), Some(ok));
+        }
+        for bad in ["", "bad email mona@example.com", "x<y", "ünicode", &"a".repeat(65)] {
+            assert_eq!(sanitize_code(bad), None, "{bad}");
+        }
+        assert!(sanitize_code(&"a".repeat(64)).is_some());
     }
 }

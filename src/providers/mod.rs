@@ -3,11 +3,14 @@
 //! the provider's callbacks into verified [`StatusReport`]s.
 
 pub mod eximpe;
+pub mod exirom;
+pub mod hitpay;
 pub mod http;
 pub mod registry;
 pub mod sandbox;
 pub mod signature;
 pub mod xpay;
+pub mod xstak;
 
 use std::collections::BTreeMap;
 

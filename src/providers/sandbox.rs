@@ -167,6 +167,7 @@ impl Provider for Sandbox {
                 failure_code: failed.then(|| DECLINED_CODE.to_owned()),
                 failure_message: failed.then(|| "Declined on the sandbox checkout page".to_owned()),
                 occurred_at: Some(occurred_at),
+                ..Default::default()
             },
         })
     }

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -49,7 +50,9 @@ pub struct Hub {
 
 #[derive(Debug)]
 struct Inner {
-    store: Store,
+    /// The streams' own small pool (listener, hub reads, replays), so that a burst of catching-up
+    /// subscribers never starves payment writes, nor the writes the hub.
+    pool: PgPool,
     sender: broadcast::Sender<Arc<WatchEvent>>,
     last_read: AtomicI64,
     shutdown: CancellationToken,
@@ -57,15 +60,28 @@ struct Inner {
 }
 
 impl Hub {
-    /// A hub whose ring holds `buffer` events; starts at the current end of the log.
-    pub async fn start(store: Store, buffer: usize, shutdown: CancellationToken) -> Result<Self, sqlx::Error> {
-        let mut conn = store.pool().acquire().await?;
+    /// A hub whose ring holds `buffer` events, reading through its own pool of `pool_size`
+    /// connections to the payments database; starts at the current end of the log.
+    pub async fn start(
+        store: &Store,
+        pool_size: u32,
+        buffer: usize,
+        shutdown: CancellationToken,
+    ) -> Result<Self, sqlx::Error> {
+        let options = (*store.pool().connect_options()).clone();
+        // One connection is the listener's; at least one more for reads.
+        let pool = PgPoolOptions::new()
+            .max_connections(pool_size.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        let mut conn = pool.acquire().await?;
         let start = events::max_sequence(&mut conn).await?;
         drop(conn);
         let (sender, _) = broadcast::channel(buffer.max(1));
         let hub = Self {
             inner: Arc::new(Inner {
-                store,
+                pool,
                 sender,
                 last_read: AtomicI64::new(start),
                 shutdown,
@@ -76,8 +92,13 @@ impl Hub {
         Ok(hub)
     }
 
-    pub(super) fn store(&self) -> &Store {
-        &self.inner.store
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// Events held in the ring right now (never more than its capacity).
+    pub fn buffered(&self) -> usize {
+        self.inner.sender.len()
     }
 
     pub(super) fn shutdown(&self) -> &CancellationToken {
@@ -111,7 +132,7 @@ impl Hub {
     async fn run(self) {
         let shutdown = self.inner.shutdown.clone();
         while !shutdown.is_cancelled() {
-            let mut listener = match PgListener::connect_with(self.inner.store.pool()).await {
+            let mut listener = match PgListener::connect_with(&self.inner.pool).await {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(error = %e, "event listener cannot connect; polling until it can");
@@ -130,7 +151,9 @@ impl Hub {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => self.poll_logged().await,
-                    received = listener.recv() => match received {
+                    // `try_recv` waits for a notification; `Ok(None)` means the connection was lost
+                    // and re-established (notifications may have been missed): read at once.
+                    received = listener.try_recv() => match received {
                         Ok(_) => {
                             // Coalesce notifications already buffered into one read.
                             while listener.next_buffered().is_some() {}
@@ -154,7 +177,7 @@ impl Hub {
 
     /// Reads every committed event after `last_read` and broadcasts the applied ones.
     async fn poll(&self) -> Result<(), sqlx::Error> {
-        let mut conn = self.inner.store.pool().acquire().await?;
+        let mut conn = self.inner.pool.acquire().await?;
         loop {
             let after = self.last_read();
             let rows = events::read_after(&mut conn, after, PAGE, &EventFilter::default()).await?;

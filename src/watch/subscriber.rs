@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -17,37 +19,51 @@ pub struct WatchRequest {
     pub after_sequence: Option<i64>,
 }
 
-/// Items a stream yields: events, or one final error (shutdown) before it ends.
+/// Items a stream yields: events, or one final error before it ends.
 pub type Item = Result<Arc<WatchEvent>, ApiError>;
 
 /// Outgoing queue per stream; a slow consumer fills it, then falls behind the ring and catches up
 /// from the table, so memory per stream stays bounded.
 const QUEUE: usize = 64;
 
-/// Starts a stream. Fails with `SEQUENCE_EXPIRED` when `after_sequence` is older than retention.
-pub async fn subscribe(hub: &Hub, request: WatchRequest) -> Result<ReceiverStream<Item>, ApiError> {
+/// Starts a stream. Fails with `SEQUENCE_EXPIRED` when `after_sequence` is older than retention,
+/// and `SEQUENCE_AHEAD` when it is newer than anything committed (e.g. after a database restore).
+/// On server shutdown the stream stops at once and ends with `SHUTTING_DOWN` (UNAVAILABLE), even
+/// when the client has stopped reading.
+pub async fn subscribe(hub: &Hub, request: WatchRequest) -> Result<BoxStream<'static, Item>, ApiError> {
     if request.after_sequence.is_some_and(|after| after < 0) {
         return Err(ApiError::invalid("after_sequence", "must not be negative"));
     }
-    // Subscribe to the ring before reading the table, so nothing falls between the two.
+    // Join the ring before reading the table, so nothing falls between the two.
     let receiver = hub.receiver();
-    let mut conn = hub.store().pool().acquire().await?;
+    let mut conn = hub.pool().acquire().await?;
+    let pruned = events::pruned_through(&mut conn).await?;
+    // The log may be empty after pruning: what was pruned was committed too.
+    let newest = events::max_sequence(&mut conn).await?.max(pruned);
     let start = match request.after_sequence {
         Some(after) => {
-            let pruned = events::pruned_through(&mut conn).await?;
             if after < pruned {
                 return Err(ApiError::SequenceExpired { oldest_sequence: pruned + 1 });
+            }
+            if after > newest {
+                return Err(ApiError::SequenceAhead { newest_sequence: newest });
             }
             after
         }
         // "From now": after everything committed at this moment, whether or not the hub has
         // broadcast it yet.
-        None => events::max_sequence(&mut conn).await?,
+        None => newest,
     };
     drop(conn);
     let (tx, rx) = mpsc::channel(QUEUE);
     tokio::spawn(run(hub.clone(), request, receiver, start, tx));
-    Ok(ReceiverStream::new(rx))
+
+    let stop = hub.shutdown().clone();
+    let stopped = stop.clone();
+    let events = ReceiverStream::new(rx).take_until(stop.cancelled_owned());
+    let farewell = futures::stream::once(async move { stopped.is_cancelled().then_some(Err(ApiError::ShuttingDown)) })
+        .filter_map(std::future::ready);
+    Ok(events.chain(farewell).boxed())
 }
 
 async fn run(
@@ -66,63 +82,83 @@ async fn run(
         }
     }
     loop {
-        tokio::select! {
-            _ = hub.shutdown().cancelled() => {
-                let _ = tx.send(Err(ApiError::ShuttingDown)).await;
-                return;
-            }
+        let received = tokio::select! {
+            biased;
+            _ = hub.shutdown().cancelled() => return,
             _ = tx.closed() => return,
-            received = receiver.recv() => match received {
-                Ok(event) => {
-                    if event.sequence <= last {
-                        continue;
-                    }
-                    last = event.sequence;
-                    if matches(&filter, &event) && tx.send(Ok(event)).await.is_err() {
-                        return;
-                    }
+            received = receiver.recv() => received,
+        };
+        match received {
+            Ok(event) => {
+                if event.sequence <= last {
+                    continue;
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    hub.count_catch_up();
-                    receiver = hub.receiver();
-                    match catch_up(&hub, &filter, last, &tx).await {
-                        Some(l) => last = l,
-                        None => return,
-                    }
+                last = event.sequence;
+                if matches(&filter, &event) && !send(&hub, &tx, Ok(event)).await {
+                    return;
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
             }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                hub.count_catch_up();
+                receiver = hub.receiver();
+                match catch_up(&hub, &filter, last, &tx).await {
+                    Some(l) => last = l,
+                    None => return,
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }
 
-/// Sends every stored event after `after` (filtered) at the consumer's pace. Returns the last
-/// sequence read, or `None` when the stream is over (client gone, shutdown, database error).
+/// Queues one item, waiting for room unless the server shuts down. `false`: the stream is over.
+async fn send(hub: &Hub, tx: &mpsc::Sender<Item>, item: Item) -> bool {
+    tokio::select! {
+        biased;
+        _ = hub.shutdown().cancelled() => false,
+        permit = tx.reserve() => match permit {
+            Ok(permit) => {
+                permit.send(item);
+                true
+            }
+            Err(_) => false,
+        },
+    }
+}
+
+/// Sends every stored event after `after` (filtered) at the consumer's pace. Each page is read
+/// together with the pruning watermark in one snapshot, so events pruned while a long replay runs
+/// end the stream with `SEQUENCE_EXPIRED` instead of being skipped silently. Returns the last
+/// sequence read, or `None` when the stream is over.
 async fn catch_up(hub: &Hub, filter: &EventFilter, mut after: i64, tx: &mpsc::Sender<Item>) -> Option<i64> {
     loop {
-        let rows = async {
-            let mut conn = hub.store().pool().acquire().await?;
-            events::read_after(&mut conn, after, PAGE, filter).await
+        let page = async {
+            let mut db = hub.pool().begin().await?;
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *db).await?;
+            let pruned = events::pruned_through(&mut db).await?;
+            let rows = events::read_after(&mut db, after, PAGE, filter).await?;
+            db.commit().await?;
+            Ok::<_, sqlx::Error>((pruned, rows))
         }
         .await;
-        let rows = match rows {
-            Ok(rows) => rows,
+        let rows = match page {
+            Ok((pruned, _)) if after < pruned => {
+                send(hub, tx, Err(ApiError::SequenceExpired { oldest_sequence: pruned + 1 })).await;
+                return None;
+            }
+            Ok((_, rows)) => rows,
             Err(e) => {
-                let _ = tx.send(Err(ApiError::from(e))).await;
+                send(hub, tx, Err(ApiError::from(e))).await;
                 return None;
             }
         };
         let full = rows.len() as i64 == PAGE;
         for row in rows {
             after = row.sequence;
-            if let Some(event) = WatchEvent::from_log(row) {
-                tokio::select! {
-                    _ = hub.shutdown().cancelled() => {
-                        let _ = tx.send(Err(ApiError::ShuttingDown)).await;
-                        return None;
-                    }
-                    sent = tx.send(Ok(Arc::new(event))) => if sent.is_err() { return None },
-                }
+            if let Some(event) = WatchEvent::from_log(row)
+                && !send(hub, tx, Ok(Arc::new(event))).await
+            {
+                return None;
             }
         }
         if !full {

@@ -4,9 +4,11 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::domain::money::parse_decimal_minor;
 use crate::domain::{NewCheckout, PaymentStatus, StatusReport};
+use crate::providers::http::sanitize_code;
 
 /// The only currency EximPe's orders carry.
 pub const CURRENCY: &str = "INR";
@@ -172,7 +174,8 @@ impl TryFrom<CreateOrderResponse> for OpenedOrder {
 
     fn try_from(r: CreateOrderResponse) -> Result<Self, Self::Error> {
         if r.success == Some(false) {
-            let code = r.error.and_then(|e| e.code).filter(|c| !c.is_empty()).unwrap_or_else(|| "eximpe_error".into());
+            let code =
+                r.error.and_then(|e| e.code).and_then(|c| sanitize_code(&c)).unwrap_or_else(|| "eximpe_error".into());
             return Err(CreateOrderProblem::Refused(code));
         }
         let data = r.data.ok_or(CreateOrderProblem::Shape)?;
@@ -200,9 +203,10 @@ pub struct ErrorBody {
     pub code: Option<String>,
 }
 
-/// `error.code` of an error envelope, for [`crate::providers::http::send`].
+/// `error.code` of an error envelope, for [`crate::providers::http::send`]; only an
+/// identifier-like code is kept (free text could echo request data).
 pub fn error_code(body: &[u8]) -> Option<String> {
-    serde_json::from_slice::<ErrorEnvelope>(body).ok()?.error?.code
+    sanitize_code(&serde_json::from_slice::<ErrorEnvelope>(body).ok()?.error?.code?)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -269,7 +273,9 @@ pub struct GetOrderResponse {
 pub struct OrderData {
     pub order_id: Option<String>,
     pub status: Option<String>,
-    /// A JSON number in one version of the API and a decimal string in another.
+    /// A JSON number in one version of the API and a decimal string in another; read from its
+    /// literal text.
+    #[serde(default, deserialize_with = "AmountValue::deserialize_option")]
     pub amount: Option<AmountValue>,
     pub currency: Option<String>,
     pub mop_type: Option<String>,
@@ -283,26 +289,42 @@ pub struct OrderPayment {
     pub mop_type: Option<String>,
 }
 
-/// An amount as EximPe sends it: `1000`, `1000.5` or `"1899.00"`. Numbers are kept as
-/// `serde_json::Number` and read through their decimal text, never as a float.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+/// An amount as EximPe sends it: `1000`, `1000.5` or `"1899.00"`. A JSON number is kept as the
+/// literal text of the body (captured as a [`RawValue`]), never read through a float, so
+/// `99999999999999.99` stays exactly that.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AmountValue {
+    /// A JSON string's value.
     Text(String),
-    Number(serde_json::Number),
+    /// A JSON number's literal text.
+    Number(String),
 }
 
 impl AmountValue {
-    /// Minor units (paise), exactly; `None` when it is not a plain decimal or carries more
-    /// precision than two decimals.
+    /// For `#[serde(deserialize_with)]`: `null`/absent → `None`; a string or number → its text;
+    /// anything else is not the documented shape. Needs a `serde_json` byte or text deserializer
+    /// (the raw text of the value is captured).
+    fn deserialize_option<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Self>, D::Error> {
+        let Some(raw) = Option::<Box<RawValue>>::deserialize(d)? else { return Ok(None) };
+        let text = raw.get().trim();
+        if text.starts_with('"') {
+            let s: String = serde_json::from_str(text).map_err(serde::de::Error::custom)?;
+            Ok(Some(Self::Text(s)))
+        } else if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+            Ok(Some(Self::Number(text.to_owned())))
+        } else {
+            Err(serde::de::Error::custom("amount is neither a string nor a number"))
+        }
+    }
+
+    /// Minor units (paise), exactly; `None` when it is not a plain decimal (exponent notation
+    /// included) or carries more precision than two decimals.
     pub fn to_minor(&self) -> Option<i64> {
         let text = match self {
-            Self::Text(s) => s.trim().to_owned(),
-            // Integers print exactly; a non-integer prints as its shortest round-trip decimal
-            // (`1000.5`, `1899.0`), which is the decimal EximPe wrote for any realistic amount.
-            Self::Number(n) => n.to_string(),
+            Self::Text(s) => s.trim(),
+            Self::Number(n) => n.as_str(),
         };
-        parse_decimal_minor(&text, AMOUNT_EXPONENT)
+        parse_decimal_minor(text, AMOUNT_EXPONENT)
     }
 }
 
@@ -313,6 +335,8 @@ pub enum OrderProblem {
     MissingStatus,
     /// An amount that is not an exact two-decimal value.
     BadAmount,
+    /// `payment_successful` without an amount: never reported as paid on trust.
+    MissingAmount,
     /// The answer is about another order.
     OtherOrder,
 }
@@ -325,11 +349,15 @@ impl OrderData {
         }
         let raw = self.status.filter(|s| !s.is_empty()).ok_or(OrderProblem::MissingStatus)?;
         let mut report = status_report(&raw);
-        report.amount = match (self.amount, self.currency) {
-            (Some(amount), Some(currency)) => Some((amount.to_minor().ok_or(OrderProblem::BadAmount)?, currency)),
-            (Some(amount), None) => Some((amount.to_minor().ok_or(OrderProblem::BadAmount)?, CURRENCY.to_owned())),
-            (None, _) => None,
+        // ISO codes compare case-insensitively; an absent currency is INR (EximPe's only one).
+        let currency = self.currency.map(|c| c.trim().to_ascii_uppercase()).unwrap_or_else(|| CURRENCY.to_owned());
+        report.amount = match self.amount {
+            Some(amount) => Some((amount.to_minor().ok_or(OrderProblem::BadAmount)?, currency)),
+            None => None,
         };
+        if report.status == Some(PaymentStatus::Succeeded) && report.amount.is_none() {
+            return Err(OrderProblem::MissingAmount);
+        }
         let last = self.payments.last();
         report.provider_payment_id = last.and_then(|p| p.payment_id.clone()).filter(|s| !s.is_empty());
         report.payment_method =
@@ -405,8 +433,14 @@ impl CallbackForm {
         format!("{}:{}:{}", self.order_id, self.payment_id, self.status)
     }
 
-    /// What a verified form says. It carries no amount.
+    /// What a verified form says. The hash does not cover an amount and EximPe says never to rely
+    /// on the redirect alone, so `payment_successful` says nothing here (`StatusReport::default()`):
+    /// the gateway records it as not applied and asks EximPe's Get Order, whose amount and
+    /// currency are checked. Failed, cancelled and pending forms apply: they cannot take money.
     pub fn report(&self) -> StatusReport {
+        if EximpeStatus::parse(&self.status) == EximpeStatus::PaymentSuccessful {
+            return StatusReport::default();
+        }
         let mut report = status_report(&self.status);
         report.provider_payment_id = Some(self.payment_id.clone()).filter(|s| !s.is_empty());
         report.payment_method = Some(self.mop_type.clone()).filter(|s| !s.is_empty());
@@ -532,6 +566,11 @@ mod tests {
         let refused: CreateOrderResponse =
             serde_json::from_str(r#"{"success":false,"error":{"code":"ERR_X","message":"m","details":{}}}"#).unwrap();
         assert_eq!(OpenedOrder::try_from(refused), Err(CreateOrderProblem::Refused("ERR_X".into())));
+        // A code that is not an identifier (it could echo request data) is not passed on.
+        let chatty: CreateOrderResponse =
+            serde_json::from_str(r#"{"success":false,"error":{"code":"bad buyer asha@example.in","message":"m"}}"#)
+                .unwrap();
+        assert_eq!(OpenedOrder::try_from(chatty), Err(CreateOrderProblem::Refused("eximpe_error".into())));
     }
 
     #[test]
@@ -540,6 +579,9 @@ mod tests {
         assert_eq!(error_code(body).as_deref(), Some("ERR_AUTH_000"));
         assert_eq!(error_code(b"<html>"), None);
         assert_eq!(error_code(br#"{"success":false}"#), None);
+        let chatty = br#"{"success":false,"error":{"code":"Invalid email asha@example.in","message":"m"}}"#;
+        assert_eq!(error_code(chatty), None);
+        assert_eq!(error_code(br#"{"success":false,"error":{"code":""}}"#), None);
     }
 
     #[test]
@@ -578,10 +620,50 @@ mod tests {
             let json = format!(r#"{{"data":{{"status":"payment_pending","amount":{amount},"currency":"INR"}}}}"#);
             assert_eq!(order(&json).unwrap().amount, Some((minor, "INR".into())), "{amount}");
         }
-        for bad in [r#""1899.001""#, "1899.001", r#""1,899.00""#, r#""abc""#, "-0.5e-9"] {
+        for bad in [r#""1899.001""#, "1899.001", r#""1,899.00""#, r#""abc""#, "-0.5e-9", "1e3", "1899.0000001"] {
             let json = format!(r#"{{"data":{{"status":"payment_pending","amount":{bad},"currency":"INR"}}}}"#);
             assert_eq!(order(&json), Err(OrderProblem::BadAmount), "{bad}");
         }
+        // Neither a string nor a number: not the documented shape.
+        for bad in ["true", "{}", "[1]"] {
+            let json = format!(r#"{{"data":{{"status":"payment_pending","amount":{bad}}}}}"#);
+            assert!(serde_json::from_str::<GetOrderResponse>(&json).is_err(), "{bad}");
+        }
+        let null = order(r#"{"data":{"status":"payment_pending","amount":null}}"#).unwrap();
+        assert_eq!(null.amount, None);
+    }
+
+    #[test]
+    fn seventeen_significant_digit_numbers_are_exact_or_refused_never_rounded() {
+        // As an f64, 99999999999999.99 is 99999999999999.984375, which prints as
+        // 99999999999999.98: one paisa off. The literal text is read instead.
+        let r = order(r#"{"data":{"status":"payment_successful","amount":99999999999999.99,"currency":"INR"}}"#);
+        assert_eq!(r.unwrap().amount, Some((9_999_999_999_999_999, "INR".into())));
+        // 17 significant digits with three decimals (an f64 would print 12345678901234.566).
+        let r = order(r#"{"data":{"status":"payment_successful","amount":12345678901234.567,"currency":"INR"}}"#);
+        assert_eq!(r, Err(OrderProblem::BadAmount));
+        // Too large for minor units in an i64: refused, not saturated.
+        let r = order(r#"{"data":{"status":"payment_successful","amount":99999999999999999.99,"currency":"INR"}}"#);
+        assert_eq!(r, Err(OrderProblem::BadAmount));
+    }
+
+    #[test]
+    fn success_needs_an_amount_and_currency_is_compared_upper_cased() {
+        assert_eq!(
+            order(r#"{"data":{"status":"payment_successful","currency":"INR"}}"#),
+            Err(OrderProblem::MissingAmount)
+        );
+        assert_eq!(
+            order(r#"{"data":{"status":"payment_successful","amount":null}}"#),
+            Err(OrderProblem::MissingAmount)
+        );
+        let r = order(r#"{"data":{"status":"payment_successful","amount":"1000.00","currency":"inr"}}"#).unwrap();
+        assert_eq!((r.status, r.amount), (Some(PaymentStatus::Succeeded), Some((100_000, "INR".into()))));
+        // No currency: INR, EximPe's only one.
+        let r = order(r#"{"data":{"status":"payment_successful","amount":1000}}"#).unwrap();
+        assert_eq!(r.amount, Some((100_000, "INR".into())));
+        // Other statuses may come without an amount.
+        assert_eq!(order(r#"{"data":{"status":"payment_cancelled"}}"#).unwrap().status, Some(PaymentStatus::Cancelled));
     }
 
     #[test]
@@ -609,11 +691,33 @@ mod tests {
         );
         assert_eq!(form.hash.as_deref(), Some("078692abdb83a5873a5e17d416f326a4589ed6ac02aed36739a5900fd8b5650f"));
         assert_eq!(form.event_key(), "OD6567064038:PR2352113376:payment_successful");
-        let report = form.report();
-        assert_eq!(report.status, Some(PaymentStatus::Succeeded));
-        assert_eq!(report.amount, None);
-        assert_eq!(report.provider_payment_id.as_deref(), Some("PR2352113376"));
-        assert_eq!(report.occurred_at, DateTime::parse_from_rfc3339("2025-06-25T12:15:48Z").ok().map(|t| t.to_utc()));
+        assert_eq!(
+            parse_completed_at(&form.payment_completed_at),
+            DateTime::parse_from_rfc3339("2025-06-25T12:15:48Z").ok().map(|t| t.to_utc())
+        );
+    }
+
+    #[test]
+    fn a_success_form_says_nothing_and_other_outcomes_apply() {
+        // The hash covers no amount: success is left to the status lookup.
+        let form = CallbackForm::parse(SAMPLE_FORM.as_bytes()).unwrap();
+        assert_eq!(form.report(), StatusReport::default());
+        for (status, want) in [
+            ("payment_failed", PaymentStatus::Failed),
+            ("payment_cancelled", PaymentStatus::Cancelled),
+            ("payment_pending", PaymentStatus::Processing),
+        ] {
+            let form = CallbackForm { status: status.into(), ..form.clone() };
+            let report = form.report();
+            assert_eq!(report.status, Some(want), "{status}");
+            assert_eq!(report.amount, None);
+            assert_eq!(report.provider_payment_id.as_deref(), Some("PR2352113376"));
+            assert_eq!(report.payment_method.as_deref(), Some("UPI"));
+            assert_eq!(
+                report.occurred_at,
+                DateTime::parse_from_rfc3339("2025-06-25T12:15:48Z").ok().map(|t| t.to_utc())
+            );
+        }
     }
 
     #[test]

@@ -279,8 +279,9 @@ fn payment_ref(object: &serde_json::Value) -> Option<PaymentRef> {
     is_session.then(|| PaymentRef::CheckoutId(id.to_owned()))
 }
 
-/// Parses a verified body. `checkout.session.completed` reports the session (SUCCEEDED when
-/// `status` is `complete`); any other type reports nothing.
+/// Parses a verified body. `checkout.session.completed` with `status: complete` reports the
+/// session (SUCCEEDED, with its amount); any other status on that event, and any other event
+/// type, reports nothing.
 pub fn parse_event(body: &[u8]) -> Result<ParsedEvent, CallbackError> {
     let event: WebhookEvent = serde_json::from_slice(body).map_err(|_| malformed("body"))?;
     if event.id.is_empty() {
@@ -290,10 +291,17 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent, CallbackError> {
     let payment = payment_ref(&object).ok_or_else(|| malformed("data.object"))?;
     let report = if event.kind == SESSION_COMPLETED {
         let session: CheckoutSession = serde_json::from_value(object).map_err(|_| malformed("data.object"))?;
-        session.to_report().map_err(|e| match e {
+        let report = session.to_report().map_err(|e| match e {
             SessionError::MissingStatus => malformed("data.object.status"),
             SessionError::MissingAmount => malformed("data.object.amountTotal"),
-        })?
+        })?;
+        // Only `complete` is trusted from the body; any other status on this event (`open`,
+        // `expired`, unknown) is treated like an unmapped event: the gateway asks XPay instead.
+        if session.status.as_deref().map(SessionStatus::from) == Some(SessionStatus::Complete) {
+            report
+        } else {
+            StatusReport::default()
+        }
     } else {
         StatusReport::default()
     };
@@ -328,9 +336,7 @@ struct ErrorBody {
 pub fn error_code(body: &[u8]) -> Option<String> {
     let envelope: ErrorEnvelope = serde_json::from_slice(body).ok()?;
     let code = envelope.error.code.filter(|c| !c.is_empty()).or(envelope.error.kind)?;
-    let identifier =
-        code.len() <= 64 && code.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    identifier.then_some(code)
+    crate::providers::http::sanitize_code(&code)
 }
 
 #[cfg(test)]
@@ -459,6 +465,20 @@ mod tests {
         let e = parse_event(body).unwrap();
         assert_eq!(e.report, StatusReport::default());
         assert_eq!(e.payment, PaymentRef::CheckoutId("cs_test_1".into()));
+    }
+
+    #[test]
+    fn a_completed_event_with_another_status_reports_nothing() {
+        for status in ["open", "expired", "processing"] {
+            let body = format!(
+                r#"{{"id":"evt_4","type":"checkout.session.completed","data":{{"object":{{"id":"cs_test_1",
+                "object":"checkout.session","status":"{status}","amountTotal":149900,"currency":"EGP",
+                "paymentIntent":{{"id":"pi_1"}},"metadata":{{"paygate_payment_id":"pay_X"}}}}}}}}"#
+            );
+            let e = parse_event(body.as_bytes()).unwrap();
+            assert_eq!(e.report, StatusReport::default(), "{status}");
+            assert_eq!(e.payment, PaymentRef::Id("pay_X".into()));
+        }
     }
 
     #[test]
