@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     let include = protoc_bin_vendored::include_path()?;
     tonic_prost_build::configure()
+        .codec_path("crate::grpc::codec::LeanCodec")
         .file_descriptor_set_path(out.join("paygate_descriptor.bin"))
         .compile_protos(&[PathBuf::from("proto/paygate/v1/payments.proto")], &[PathBuf::from("proto"), include])?;
     println!("cargo:rerun-if-changed=proto");

@@ -1,5 +1,6 @@
 //! The tonic gRPC service: converts between protobuf messages and the application layer.
 
+pub mod codec;
 mod convert;
 
 use std::collections::BTreeMap;

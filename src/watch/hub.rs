@@ -92,6 +92,22 @@ impl Hub {
         Ok(hub)
     }
 
+    /// A hub with a lazy pool and no reader task, for size and unit tests.
+    #[cfg(test)]
+    pub(super) fn detached_for_tests() -> Self {
+        let pool = PgPoolOptions::new().connect_lazy("postgres://127.0.0.1:1/none").unwrap_or_else(|e| panic!("{e}"));
+        let (sender, _) = broadcast::channel(1);
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                sender,
+                last_read: AtomicI64::new(0),
+                shutdown: CancellationToken::new(),
+                catch_ups: AtomicU64::new(0),
+            }),
+        }
+    }
+
     pub(super) fn pool(&self) -> &PgPool {
         &self.inner.pool
     }

@@ -56,6 +56,7 @@ pub async fn subscribe(hub: &Hub, request: WatchRequest) -> Result<BoxStream<'st
     };
     drop(conn);
     let (tx, rx) = mpsc::channel(QUEUE);
+    // Replays are boxed inside `run`, so each idle subscriber's task stays small.
     tokio::spawn(run(hub.clone(), request, receiver, start, tx));
 
     let stop = hub.shutdown().clone();
@@ -76,7 +77,7 @@ async fn run(
     let filter = request.filter;
     let mut last = start;
     if request.after_sequence.is_some() {
-        match catch_up(&hub, &filter, last, &tx).await {
+        match Box::pin(catch_up(&hub, &filter, last, &tx)).await {
             Some(l) => last = l,
             None => return,
         }
@@ -101,7 +102,7 @@ async fn run(
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 hub.count_catch_up();
                 receiver = hub.receiver();
-                match catch_up(&hub, &filter, last, &tx).await {
+                match Box::pin(catch_up(&hub, &filter, last, &tx)).await {
                     Some(l) => last = l,
                     None => return,
                 }
@@ -170,4 +171,23 @@ async fn catch_up(hub: &Hub, filter: &EventFilter, mut after: i64, tx: &mpsc::Se
 fn matches(filter: &EventFilter, event: &WatchEvent) -> bool {
     (filter.payment_ids.is_empty() || filter.payment_ids.contains(&event.payment.id))
         && (filter.providers.is_empty() || filter.providers.contains(&event.payment.provider))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_idle_subscriber_task_is_small() {
+        // Thousands of subscribers each keep one `run` future alive; replays are boxed so that
+        // the database futures do not inflate every one of them.
+        let (hub_future_size, limit) = (std::mem::size_of_val(&run_size_probe()), 1024);
+        assert!(hub_future_size <= limit, "run() future is {hub_future_size} bytes");
+    }
+
+    fn run_size_probe() -> impl std::future::Future<Output = ()> {
+        let (tx, _rx) = mpsc::channel(1);
+        let (_sender, receiver) = broadcast::channel(1);
+        run(Hub::detached_for_tests(), WatchRequest::default(), receiver, 0, tx)
+    }
 }
