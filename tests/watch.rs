@@ -245,7 +245,7 @@ async fn concurrent_writers_never_produce_a_gap_or_reorder() {
 async fn a_slow_subscriber_catches_up_from_the_table_with_bounded_memory() {
     let app = spawn_app_with(|c| c.events.stream_buffer = 8, Vec::new()).await;
     let payment = app.create_payment("slow").await;
-    // Subscribe in-process and do not read: the 64-slot queue fills, the 8-slot ring overflows.
+    // Subscribe in-process and do not read: the 8-slot ring overflows.
     let request = paygate::watch::WatchRequest { after_sequence: None, ..Default::default() };
     let mut slow = paygate::watch::subscribe(&app.hub, request).await.unwrap();
     let mut fast = watch(&app, None, &[], &[]).await;
@@ -385,13 +385,14 @@ async fn events_pruned_during_a_long_replay_end_it_with_sequence_expired() {
     .unwrap();
     let request = paygate::watch::WatchRequest { after_sequence: Some(0), ..Default::default() };
     let mut stream = paygate::watch::subscribe(&app.hub, request).await.unwrap();
-    // Let the replay read its first page and fill the queue, then prune everything.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The replay reads its first page, then everything is pruned.
+    let first = tokio::time::timeout(WAIT, stream.next()).await.expect("in time").expect("open");
+    assert!(first.is_ok());
     let mut tx = app.db.begin().await.unwrap();
     paygate::store::events::prune(&mut tx, chrono::Utc::now() + chrono::Duration::seconds(1)).await.unwrap();
     tx.commit().await.unwrap();
 
-    let mut delivered = 0;
+    let mut delivered = 1;
     let end = loop {
         match tokio::time::timeout(WAIT, stream.next()).await.expect("in time") {
             Some(Ok(_)) => delivered += 1,
@@ -400,5 +401,5 @@ async fn events_pruned_during_a_long_replay_end_it_with_sequence_expired() {
         }
     };
     assert!(matches!(end, paygate::error::ApiError::SequenceExpired { .. }), "{end:?}");
-    assert!(delivered <= 500, "only the page read before pruning: {delivered}");
+    assert_eq!(delivered, 500, "exactly the page read before pruning, then the error");
 }

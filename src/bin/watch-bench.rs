@@ -50,6 +50,16 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// CPU seconds (user + system) the server has used so far.
+    fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
     fn rss_mib(&self) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
@@ -113,6 +123,8 @@ struct RunResult {
     rss_subscribed: f64,
     rss_peak: f64,
     subscribe_secs: f64,
+    /// Server CPU use while the changes were made, in percent of one core.
+    server_cpu_pct: f64,
 }
 
 async fn run(args: &Args, subscribers: usize) -> anyhow::Result<RunResult> {
@@ -175,6 +187,7 @@ async fn run(args: &Args, subscribers: usize) -> anyhow::Result<RunResult> {
 
     // Steady stream of changes: flip payments between PROCESSING and PENDING.
     let mut peak = rss_subscribed;
+    let (cpu_before, wall_before) = (server.cpu_secs(), Instant::now());
     let interval = Duration::from_micros(1_000_000 / args.rate.max(1));
     let mut tick = tokio::time::interval(interval);
     let mut round: HashMap<usize, usize> = HashMap::new();
@@ -213,6 +226,7 @@ async fn run(args: &Args, subscribers: usize) -> anyhow::Result<RunResult> {
         }
     }
     peak = peak.max(server.rss_mib());
+    let server_cpu_pct = 100.0 * (server.cpu_secs() - cpu_before) / wall_before.elapsed().as_secs_f64();
     drop(server);
     let admin = sqlx::PgPool::connect(&args.database).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{db_name}\" WITH (FORCE)")))
@@ -229,6 +243,7 @@ async fn run(args: &Args, subscribers: usize) -> anyhow::Result<RunResult> {
         rss_subscribed,
         rss_peak: peak,
         subscribe_secs,
+        server_cpu_pct,
     })
 }
 
@@ -240,13 +255,13 @@ async fn main() -> anyhow::Result<()> {
         args.events, args.rate, args.connections
     );
     println!(
-        "| subscribers | delivered | p50 ms | p99 ms | max ms | server RSS idle MiB | subscribed MiB | peak MiB | subscribe s |"
+        "| subscribers | delivered | p50 ms | p99 ms | max ms | server RSS idle MiB | subscribed MiB | peak MiB | subscribe s | server CPU % |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &args.subscribers {
         let r = run(&args, n).await?;
         println!(
-            "| {} | {}/{} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.1} |",
+            "| {} | {}/{} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0} |",
             r.subscribers,
             r.delivered,
             r.expected,
@@ -257,6 +272,7 @@ async fn main() -> anyhow::Result<()> {
             r.rss_subscribed,
             r.rss_peak,
             r.subscribe_secs,
+            r.server_cpu_pct,
         );
     }
     Ok(())

@@ -1,11 +1,16 @@
 //! One stream: replay from the table, then live from the hub, then catch up again if it lags.
+//!
+//! A stream is a plain state machine polled by the gRPC response itself (no task or queue per
+//! subscriber): when the client does not read, HTTP/2 flow control stops polling, the stream falls
+//! behind the hub's ring, and on its next poll it catches up from the table page by page. Memory
+//! per stream is therefore bounded by one page, whatever the client does.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::broadcast;
 
 use super::hub::{Hub, PAGE, WatchEvent};
 use crate::error::ApiError;
@@ -21,10 +26,6 @@ pub struct WatchRequest {
 
 /// Items a stream yields: events, or one final error before it ends.
 pub type Item = Result<Arc<WatchEvent>, ApiError>;
-
-/// Outgoing queue per stream; a slow consumer fills it, then falls behind the ring and catches up
-/// from the table, so memory per stream stays bounded.
-const QUEUE: usize = 64;
 
 /// Starts a stream. Fails with `SEQUENCE_EXPIRED` when `after_sequence` is older than retention,
 /// and `SEQUENCE_AHEAD` when it is newer than anything committed (e.g. after a database restore).
@@ -55,117 +56,101 @@ pub async fn subscribe(hub: &Hub, request: WatchRequest) -> Result<BoxStream<'st
         None => newest,
     };
     drop(conn);
-    let (tx, rx) = mpsc::channel(QUEUE);
-    // Replays are boxed inside `run`, so each idle subscriber's task stays small.
-    tokio::spawn(run(hub.clone(), request, receiver, start, tx));
 
+    let state = State {
+        hub: hub.clone(),
+        filter: request.filter,
+        receiver,
+        last: start,
+        pending: VecDeque::new(),
+        replaying: request.after_sequence.is_some(),
+        done: false,
+    };
     let stop = hub.shutdown().clone();
     let stopped = stop.clone();
-    let events = ReceiverStream::new(rx).take_until(stop.cancelled_owned());
+    let events = futures::stream::unfold(state, next).take_until(stop.cancelled_owned());
     let farewell = futures::stream::once(async move { stopped.is_cancelled().then_some(Err(ApiError::ShuttingDown)) })
         .filter_map(std::future::ready);
     Ok(events.chain(farewell).boxed())
 }
 
-async fn run(
+/// A stream's position and what it still has to send.
+struct State {
     hub: Hub,
-    request: WatchRequest,
-    mut receiver: broadcast::Receiver<Arc<WatchEvent>>,
-    start: i64,
-    tx: mpsc::Sender<Item>,
-) {
-    let filter = request.filter;
-    let mut last = start;
-    if request.after_sequence.is_some() {
-        match Box::pin(catch_up(&hub, &filter, last, &tx)).await {
-            Some(l) => last = l,
-            None => return,
-        }
-    }
+    filter: EventFilter,
+    receiver: broadcast::Receiver<Arc<WatchEvent>>,
+    /// Everything up to this sequence has been sent or skipped.
+    last: i64,
+    /// Events read from the table and not yet sent (at most one page).
+    pending: VecDeque<Arc<WatchEvent>>,
+    /// Reading the table (replay or catch-up) rather than the ring.
+    replaying: bool,
+    done: bool,
+}
+
+/// The next item of a stream.
+async fn next(mut s: State) -> Option<(Item, State)> {
     loop {
-        let received = tokio::select! {
-            biased;
-            _ = hub.shutdown().cancelled() => return,
-            _ = tx.closed() => return,
-            received = receiver.recv() => received,
-        };
-        match received {
+        if s.done {
+            return None;
+        }
+        if let Some(event) = s.pending.pop_front() {
+            return Some((Ok(event), s));
+        }
+        if s.replaying {
+            // Boxed: the database future is large and only a replaying stream needs it.
+            match Box::pin(read_page(&s.hub, &s.filter, s.last)).await {
+                Ok((rows, full)) => {
+                    for row in rows {
+                        s.last = row.sequence;
+                        if let Some(event) = WatchEvent::from_log(row) {
+                            s.pending.push_back(Arc::new(event));
+                        }
+                    }
+                    s.replaying = full;
+                }
+                Err(e) => {
+                    s.done = true;
+                    return Some((Err(e), s));
+                }
+            }
+            continue;
+        }
+        match s.receiver.recv().await {
             Ok(event) => {
-                if event.sequence <= last {
+                if event.sequence <= s.last {
                     continue;
                 }
-                last = event.sequence;
-                if matches(&filter, &event) && !send(&hub, &tx, Ok(event)).await {
-                    return;
+                s.last = event.sequence;
+                if matches(&s.filter, &event) {
+                    return Some((Ok(event), s));
                 }
             }
             Err(broadcast::error::RecvError::Lagged(_)) => {
-                hub.count_catch_up();
-                receiver = hub.receiver();
-                match Box::pin(catch_up(&hub, &filter, last, &tx)).await {
-                    Some(l) => last = l,
-                    None => return,
-                }
+                // Fell behind the ring: rejoin it, then catch up from the table.
+                s.hub.count_catch_up();
+                s.receiver = s.hub.receiver();
+                s.replaying = true;
             }
-            Err(broadcast::error::RecvError::Closed) => return,
+            Err(broadcast::error::RecvError::Closed) => return None,
         }
     }
 }
 
-/// Queues one item, waiting for room unless the server shuts down. `false`: the stream is over.
-async fn send(hub: &Hub, tx: &mpsc::Sender<Item>, item: Item) -> bool {
-    tokio::select! {
-        biased;
-        _ = hub.shutdown().cancelled() => false,
-        permit = tx.reserve() => match permit {
-            Ok(permit) => {
-                permit.send(item);
-                true
-            }
-            Err(_) => false,
-        },
+/// One page of stored events after `after` (filtered), read together with the pruning watermark
+/// in one snapshot: events pruned while a long replay runs end the stream with `SEQUENCE_EXPIRED`
+/// instead of being skipped silently. Returns the rows and whether the page was full.
+async fn read_page(hub: &Hub, filter: &EventFilter, after: i64) -> Result<(Vec<events::LogEvent>, bool), ApiError> {
+    let mut db = hub.pool().begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *db).await?;
+    let pruned = events::pruned_through(&mut db).await?;
+    if after < pruned {
+        return Err(ApiError::SequenceExpired { oldest_sequence: pruned + 1 });
     }
-}
-
-/// Sends every stored event after `after` (filtered) at the consumer's pace. Each page is read
-/// together with the pruning watermark in one snapshot, so events pruned while a long replay runs
-/// end the stream with `SEQUENCE_EXPIRED` instead of being skipped silently. Returns the last
-/// sequence read, or `None` when the stream is over.
-async fn catch_up(hub: &Hub, filter: &EventFilter, mut after: i64, tx: &mpsc::Sender<Item>) -> Option<i64> {
-    loop {
-        let page = async {
-            let mut db = hub.pool().begin().await?;
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *db).await?;
-            let pruned = events::pruned_through(&mut db).await?;
-            let rows = events::read_after(&mut db, after, PAGE, filter).await?;
-            db.commit().await?;
-            Ok::<_, sqlx::Error>((pruned, rows))
-        }
-        .await;
-        let rows = match page {
-            Ok((pruned, _)) if after < pruned => {
-                send(hub, tx, Err(ApiError::SequenceExpired { oldest_sequence: pruned + 1 })).await;
-                return None;
-            }
-            Ok((_, rows)) => rows,
-            Err(e) => {
-                send(hub, tx, Err(ApiError::from(e))).await;
-                return None;
-            }
-        };
-        let full = rows.len() as i64 == PAGE;
-        for row in rows {
-            after = row.sequence;
-            if let Some(event) = WatchEvent::from_log(row)
-                && !send(hub, tx, Ok(Arc::new(event))).await
-            {
-                return None;
-            }
-        }
-        if !full {
-            return Some(after);
-        }
-    }
+    let rows = events::read_after(&mut db, after, PAGE, filter).await?;
+    db.commit().await?;
+    let full = rows.len() as i64 == PAGE;
+    Ok((rows, full))
 }
 
 fn matches(filter: &EventFilter, event: &WatchEvent) -> bool {
@@ -178,16 +163,20 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn an_idle_subscriber_task_is_small() {
-        // Thousands of subscribers each keep one `run` future alive; replays are boxed so that
+    async fn an_idle_stream_is_small() {
+        // Thousands of subscribers each keep one pending `next` future; replays are boxed so that
         // the database futures do not inflate every one of them.
-        let (hub_future_size, limit) = (std::mem::size_of_val(&run_size_probe()), 1024);
-        assert!(hub_future_size <= limit, "run() future is {hub_future_size} bytes");
-    }
-
-    fn run_size_probe() -> impl std::future::Future<Output = ()> {
-        let (tx, _rx) = mpsc::channel(1);
         let (_sender, receiver) = broadcast::channel(1);
-        run(Hub::detached_for_tests(), WatchRequest::default(), receiver, 0, tx)
+        let state = State {
+            hub: Hub::detached_for_tests(),
+            filter: EventFilter::default(),
+            receiver,
+            last: 0,
+            pending: VecDeque::new(),
+            replaying: false,
+            done: false,
+        };
+        let size = std::mem::size_of_val(&next(state));
+        assert!(size <= 1024, "next() future is {size} bytes");
     }
 }
