@@ -332,6 +332,19 @@ impl Harness {
         panic!("expected {n} status lookups, got {}", self.lookups(payment).await);
     }
 
+    /// Waits until the payment (changed by a background lookup) has `want`.
+    async fn wait_for_status(&self, id: &str, want: PaymentStatus) -> pb::Payment {
+        let mut p = self.app.get_payment(id).await;
+        for _ in 0..100 {
+            if p.status() == want {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            p = self.app.get_payment(id).await;
+        }
+        panic!("expected {want:?}, got {:?}", p.status());
+    }
+
     async fn post_callback(&self, body: &str, checksum: &str) -> reqwest::Response {
         self.app
             .client
@@ -593,41 +606,168 @@ async fn a_create_that_times_out_is_provider_timeout() {
     assert_eq!(error_info(&status).0, "PROVIDER_TIMEOUT");
 }
 
+/// A create that timed out leaves the payment without a transaction id. A genuine callback still
+/// finds it (by our `requestId`) and schedules a lookup; the lookup re-sends the same create
+/// (Exirom dedupes on `requestId`) to learn the transaction, then asks for its status.
+#[tokio::test]
+async fn a_timed_out_create_is_recovered_by_the_lookup() {
+    let mock = MockServer::start().await;
+    let token = jwt("t", in_30_days());
+    Harness::auth_mock(vec![token.clone()], Arc::new(AtomicUsize::new(0))).mount(&mock).await;
+    let public = "http://127.0.0.1:9";
+    let same_body = || CreateBody {
+        public_base_url: public.into(),
+        amount: "100.00",
+        currency: "USD",
+        apm: json!({ "paymentMethod": "ExPay", "paymentType": "E_WALLET" }),
+    };
+    Mock::given(method("POST"))
+        .and(path("/api/v1/payments/apm"))
+        .and(same_body())
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+        .up_to_n_times(1)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/v1/payments/apm"))
+        .and(header("authorization", format!("Bearer {token}").as_str()))
+        .and(same_body())
+        .respond_with(PaymentOpened)
+        .mount(&mock)
+        .await;
+    let ctx = ProviderContext {
+        public_base_url: public.into(),
+        client: reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap(),
+    };
+    let mut config = account(format!("{}/api", mock.uri()));
+    config.methods.remove("mpesa");
+    let adapter = Exirom::new("default", &config, &ctx).unwrap();
+    let app = spawn_app_with(|_| {}, vec![Arc::new(adapter)]).await;
+    let request = pb::CreateCheckoutRequest {
+        provider: "exirom".into(),
+        merchant_reference: "ex-timeout-recover".into(),
+        amount: Some(pb::Money { amount_minor: AMOUNT, currency: "USD".into() }),
+        payment_methods: vec!["expay".into()],
+        ..Default::default()
+    };
+    let status = app.grpc.clone().create_checkout(request).await.unwrap_err();
+    assert_eq!(error_info(&status).0, "PROVIDER_TIMEOUT");
+    let sent = mock.received_requests().await.unwrap();
+    let create = sent.iter().find(|r| r.url.path() == "/api/v1/payments/apm").unwrap();
+    let id = serde_json::from_slice::<Value>(&create.body).unwrap()["requestId"].as_str().unwrap().to_owned();
+    let stored = app.get_payment(&id).await;
+    assert_eq!((stored.status(), stored.provider_checkout_id.as_str()), (PaymentStatus::Pending, ""));
+
+    let tx = transaction_id_for(&id);
+    let known = pb::Payment { id: id.clone(), provider_checkout_id: tx.clone(), ..Default::default() };
+    Mock::given(method("GET"))
+        .and(path(format!("/api/v1/payments/apm/info/{tx}")))
+        .and(header("authorization", format!("Bearer {token}").as_str()))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_raw(tx_info(&known, "COMPLETED", "100.0", ""), "application/json"),
+        )
+        .expect(1)
+        .mount(&mock)
+        .await;
+    let r = app
+        .client
+        .post(format!("{}/callbacks/exirom/default", app.http))
+        .header("content-type", "application/json")
+        .header("X-Checksum", signed_for(&known, "100.0"))
+        .body(tx_info(&known, "COMPLETED", "100.0", ""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "found by requestId, not 404");
+    let mut p = app.get_payment(&id).await;
+    for _ in 0..100 {
+        if p.status() == PaymentStatus::Succeeded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        p = app.get_payment(&id).await;
+    }
+    assert_eq!(p.status(), PaymentStatus::Succeeded, "paid by the lookup after the repeated create");
+    let creates = mock.received_requests().await.unwrap();
+    let bodies: Vec<&[u8]> =
+        creates.iter().filter(|r| r.url.path() == "/api/v1/payments/apm").map(|r| r.body.as_slice()).collect();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies[0], bodies[1], "the repeated create is the same request");
+    mock.verify().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Callbacks
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn completed_callback_pays_then_duplicates_are_acknowledged() {
+async fn completed_callback_pays_only_through_the_lookup_then_duplicates_are_acknowledged() {
     let h = Harness::start().await;
     h.create_mock().mount(&h.mock).await;
     let payment = h.create("ex-success").await;
+    h.mount_lookup(&payment, tx_info(&payment, "COMPLETED", "100.0", "")).await;
     let body = tx_info(&payment, "COMPLETED", "100.0", "");
-    let event_id = format!("{}:COMPLETED", payment.provider_checkout_id);
 
+    // The body's status is unsigned: the callback itself changes nothing ...
     let r = h.post_callback(&body, &signed_for(&payment, "100.0")).await;
     assert_eq!(r.status(), 200);
     let json: Value = r.json().await.unwrap();
-    assert_eq!(
-        json,
-        json!({ "payment_id": payment.id, "event_id": event_id, "duplicate": false, "status_changed": true })
-    );
-    let paid = h.app.get_payment(&payment.id).await;
-    assert_eq!(paid.status(), PaymentStatus::Succeeded);
+    assert_eq!((json["duplicate"].as_bool(), json["status_changed"].as_bool()), (Some(false), Some(false)));
+    assert!(json["event_id"].as_str().unwrap().starts_with(&format!("{}:", payment.provider_checkout_id)));
+    // ... it schedules the lookup, whose answer pays the payment.
+    h.wait_for_lookups(&payment, 1).await;
+    let paid = h.wait_for_status(&payment.id, PaymentStatus::Succeeded).await;
     assert_eq!(paid.provider_payment_id, format!("ExPay-{}", payment.provider_checkout_id));
     assert_eq!(paid.payment_method, "ExPay");
     assert_eq!(paid.version, payment.version + 1);
     assert!(paid.metadata.is_empty(), "no conversion: nothing added");
 
-    // Exirom may retry: 200 again, over HTTP and VerifyCallback, nothing changes.
+    // Exirom may retry the same body: 200 again, over HTTP and VerifyCallback, nothing changes.
     let again = h.post_callback(&body, &signed_for(&payment, "100.0")).await;
     assert_eq!(again.status(), 200);
     let json: Value = again.json().await.unwrap();
     assert_eq!((json["duplicate"].as_bool(), json["status_changed"].as_bool()), (Some(true), Some(false)));
     let response = h.verify(&body, &signed_for(&payment, "100.0")).await.unwrap();
     assert!(response.duplicate && !response.status_changed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(h.app.get_payment(&payment.id).await.version, paid.version);
-    assert_eq!(h.lookups(&payment).await, 0, "a verified callback needs no lookup");
+    assert_eq!(h.lookups(&payment).await, 1, "duplicates schedule no further lookup");
+}
+
+#[tokio::test]
+async fn a_replayed_genuine_callback_with_an_edited_status_pays_nothing() {
+    let h = Harness::start().await;
+    h.create_mock().mount(&h.mock).await;
+
+    // A genuine DECLINED callback; Exirom's lookup says DECLINED too.
+    let declined = h.create("ex-replay-declined").await;
+    h.mount_lookup(&declined, tx_info(&declined, "DECLINED", "100.0", r#""declineCode":4051,"#)).await;
+    let genuine = tx_info(&declined, "DECLINED", "100.0", r#""declineCode":4051,"#);
+    let checksum = signed_for(&declined, "100.0");
+    assert_eq!(h.post_callback(&genuine, &checksum).await.status(), 200);
+    let failed = h.wait_for_status(&declined.id, PaymentStatus::Failed).await;
+    assert_eq!(failed.failure_code, "EXIROM_DECLINE_4051");
+
+    // Replayed with `COMPLETED` (and a conversion) under the same, still valid, checksum: not a
+    // duplicate of the original, but nothing in it is applied.
+    let replay = genuine
+        .replace(r#""transactionStatus":"DECLINED","declineCode":4051,"#, r#""transactionStatus":"COMPLETED","#)
+        .replace(r#""processedCurrency":"USD","#, r#""processedCurrency":"EUR","#);
+    let r = h.verify(&replay, &checksum).await.unwrap();
+    assert!(!r.duplicate && !r.status_changed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = h.app.get_payment(&declined.id).await;
+    assert_eq!((after.status(), after.version), (PaymentStatus::Failed, failed.version));
+    assert!(after.metadata.is_empty());
+
+    // A PENDING payment, a genuine body replayed as COMPLETED: the lookup (PENDING) decides.
+    let pending = h.create("ex-replay-pending").await;
+    h.mount_lookup(&pending, tx_info(&pending, "PENDING", "100.0", "")).await;
+    let forged_status = tx_info(&pending, "COMPLETED", "100.0", "");
+    assert_eq!(h.post_callback(&forged_status, &signed_for(&pending, "100.0")).await.status(), 200);
+    h.wait_for_lookups(&pending, 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(h.app.get_payment(&pending.id).await.status(), PaymentStatus::Pending);
 }
 
 #[tokio::test]
@@ -638,14 +778,16 @@ async fn checksums_in_other_amount_formats_and_encodings_are_accepted() {
     let first = h.create("ex-2dp").await;
     let body = tx_info(&first, "COMPLETED", "100.0", "");
     let two_dp = checksum(MERCHANT_SECRET, &format!("{ACCOUNT_ID}|100.00|USD|{}", first.provider_checkout_id));
+    h.mount_lookup(&first, body.clone()).await;
     assert_eq!(h.post_callback(&body, &two_dp).await.status(), 200);
-    assert_eq!(h.app.get_payment(&first.id).await.status(), PaymentStatus::Succeeded);
+    h.wait_for_status(&first.id, PaymentStatus::Succeeded).await;
 
     let second = h.create("ex-minor").await;
     let body = tx_info(&second, "COMPLETED", "100.0", "");
     let minor = checksum(MERCHANT_SECRET, &format!("{ACCOUNT_ID}|10000|USD|{}", second.provider_checkout_id));
     let url_safe = minor.replace('+', "-").replace('/', "_").trim_end_matches('=').to_owned();
-    assert!(h.verify(&body, &url_safe).await.unwrap().status_changed);
+    let r = h.verify(&body, &url_safe).await.unwrap();
+    assert!(!r.duplicate && r.payment.unwrap().id == second.id);
 }
 
 #[tokio::test]
@@ -654,10 +796,10 @@ async fn declined_callback_records_a_short_safe_failure() {
     h.create_mock().mount(&h.mock).await;
     let payment = h.create("ex-declined").await;
     let body = tx_info(&payment, "DECLINED", "100.0", r#""declineCode":4051,"declineSubReason":"Insufficient funds","#);
+    h.mount_lookup(&payment, body.clone()).await;
     let response = h.verify(&body, &signed_for(&payment, "100.0")).await.unwrap();
-    assert!(response.status_changed);
-    let failed = h.app.get_payment(&payment.id).await;
-    assert_eq!(failed.status(), PaymentStatus::Failed);
+    assert!(!response.status_changed, "only the lookup changes the status");
+    let failed = h.wait_for_status(&payment.id, PaymentStatus::Failed).await;
     assert_eq!(failed.failure_code, "EXIROM_DECLINE_4051");
     assert_eq!(failed.failure_message, "Insufficient funds");
 
@@ -665,8 +807,9 @@ async fn declined_callback_records_a_short_safe_failure() {
     let second = h.create("ex-declined-pii").await;
     let body =
         tx_info(&second, "FAILED", "100.0", r#""declineCode":null,"declineSubReason":"wallet +971501234567 locked","#);
+    h.mount_lookup(&second, body.clone()).await;
     assert_eq!(h.post_callback(&body, &signed_for(&second, "100.0")).await.status(), 200);
-    let failed = h.app.get_payment(&second.id).await;
+    let failed = h.wait_for_status(&second.id, PaymentStatus::Failed).await;
     assert_eq!(
         (failed.failure_code.as_str(), failed.failure_message.as_str()),
         ("EXIROM_FAILED", "Exirom reported EXIROM_FAILED")
@@ -680,9 +823,10 @@ async fn expired_and_cancelled_callbacks() {
     for (status, want) in [("EXPIRED", PaymentStatus::Expired), ("CANCELLED", PaymentStatus::Cancelled)] {
         let payment = h.create(&format!("ex-{status}")).await;
         let body = tx_info(&payment, status, "100.0", "");
+        h.mount_lookup(&payment, body.clone()).await;
         let r = h.post_callback(&body, &signed_for(&payment, "100.0")).await;
         assert_eq!(r.status(), 200, "{status}");
-        assert_eq!(h.app.get_payment(&payment.id).await.status(), want, "{status}");
+        h.wait_for_status(&payment.id, want).await;
     }
 }
 
@@ -720,9 +864,12 @@ async fn forged_callbacks_change_nothing_and_trigger_one_rate_limited_lookup() {
     assert_eq!((unchanged.status(), unchanged.version), (PaymentStatus::Pending, payment.version));
     assert_eq!(h.app.count("SELECT COUNT(*) FROM callback_receipts").await, 0);
 
-    // A genuine callback still goes through: nothing was marked seen.
-    assert_eq!(h.post_callback(&body, &signed_for(&payment, "100.0")).await.status(), 200);
-    assert_eq!(h.app.get_payment(&payment.id).await.status(), PaymentStatus::Succeeded);
+    // A genuine callback still goes through (nothing was marked seen); it schedules a lookup
+    // (rate-limited here) and applies nothing itself.
+    let r = h.post_callback(&body, &signed_for(&payment, "100.0")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["duplicate"], false);
+    assert_eq!(h.app.get_payment(&payment.id).await.status(), PaymentStatus::Pending);
 }
 
 #[tokio::test]
@@ -731,15 +878,20 @@ async fn a_genuine_callback_cannot_be_repointed_at_another_payment() {
     h.create_mock().mount(&h.mock).await;
     let cheap = h.create("ex-own").await;
     let victim = h.create("ex-victim").await;
-    // `requestId` is not signed: swapping it leaves a valid checksum, but the payment is found by
-    // the signed `transactionId`, so only `cheap` is paid.
+    h.mount_lookup(&victim, tx_info(&victim, "PENDING", "100.0", "")).await;
+    // `requestId` is not signed: swapping it leaves a valid checksum and names `victim`, but a
+    // callback applies nothing: `victim` only gets a lookup of its own transaction.
     let body = tx_info(&cheap, "COMPLETED", "100.0", "").replace(&cheap.id, &victim.id);
     let response = h.verify(&body, &signed_for(&cheap, "100.0")).await.unwrap();
-    assert_eq!(response.payment.unwrap().id, cheap.id);
+    assert!(!response.status_changed);
+    h.wait_for_lookups(&victim, 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(h.app.get_payment(&victim.id).await.status(), PaymentStatus::Pending);
-    // A transaction nobody created: 404.
+    assert_eq!(h.app.get_payment(&cheap.id).await.status(), PaymentStatus::Pending);
+    // A transaction nobody created, for an id nobody has: 404.
     let mut stranger = cheap.clone();
     stranger.provider_checkout_id = "tx-nobody".into();
+    stranger.id = "pay_01ARZ3NDEKTSV4RRFFQ69G5FAV".into();
     let body = tx_info(&stranger, "COMPLETED", "100.0", "");
     assert_eq!(h.post_callback(&body, &signed_for(&stranger, "100.0")).await.status(), 404);
 }
@@ -755,21 +907,35 @@ async fn amount_tampering_is_refused_or_recorded_but_never_pays() {
     let tampered = tx_info(&payment, "COMPLETED", "1.0", "");
     assert_eq!(h.post_callback(&tampered, &signed_for(&payment, "100.0")).await.status(), 401);
 
-    // Exirom itself reports another order amount (signed): recorded, status unchanged.
+    // Another order amount, signed: the callback applies nothing; the lookup is what counts.
     let r = h.post_callback(&tampered, &signed_for(&payment, "1.0")).await;
     assert_eq!(r.status(), 200);
     let json: Value = r.json().await.unwrap();
     assert_eq!((json["duplicate"].as_bool(), json["status_changed"].as_bool()), (Some(false), Some(false)));
-    let p = h.app.get_payment(&payment.id).await;
-    assert_eq!((p.status(), p.failure_code.as_str()), (PaymentStatus::Pending, "AMOUNT_MISMATCH"));
-
-    // Over gRPC: FAILED_PRECONDITION after commit.
-    let body = tx_info(&payment, "COMPLETED", "100.5", "").replace(":\"COMPLETED\"", ":\"PROCESSING\"");
-    let status = h.verify(&body, &signed_for(&payment, "100.5")).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
-    let (reason, metadata) = error_info(&status);
-    assert_eq!((reason.as_str(), metadata["payment_id"].as_str()), ("AMOUNT_MISMATCH", payment.id.as_str()));
+    h.wait_for_lookups(&payment, 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(h.app.get_payment(&payment.id).await.status(), PaymentStatus::Pending);
+
+    // COMPLETED swapped for PROCESSING under the same checksum: the body's status is not applied.
+    let body = tx_info(&payment, "COMPLETED", "100.5", "").replace(":\"COMPLETED\"", ":\"PROCESSING\"");
+    let response = h.verify(&body, &signed_for(&payment, "100.5")).await.unwrap();
+    assert!(!response.status_changed && !response.duplicate);
+    let p = h.app.get_payment(&payment.id).await;
+    assert_eq!((p.status(), p.failure_code.as_str()), (PaymentStatus::Pending, ""));
+
+    // Exirom's lookup reports another order amount: recorded, status unchanged.
+    h.mock.reset().await;
+    Harness::auth_mock(vec![h.token.clone()], h.auth_calls.clone()).mount(&h.mock).await;
+    h.mount_lookup(&payment, tx_info(&payment, "COMPLETED", "1.0", "")).await;
+    let p = h.refresh(&payment.id).await;
+    let p = match p {
+        Ok(p) => p,
+        Err(status) => {
+            assert_eq!(error_info(&status).0, "AMOUNT_MISMATCH", "{status:?}");
+            h.app.get_payment(&payment.id).await
+        }
+    };
+    assert_eq!((p.status(), p.failure_code.as_str()), (PaymentStatus::Pending, "AMOUNT_MISMATCH"));
 }
 
 #[tokio::test]
@@ -781,9 +947,9 @@ async fn a_converted_payment_keeps_both_amounts_in_metadata() {
         .replace(r#""processedCurrency":"USD","#, r#""processedCurrency":"EUR","#)
         .replace(r#""processedAmount":100.0"#, r#""processedAmount":92.5"#)
         .replace(r#""conversionRate":1.0"#, r#""conversionRate":0.925"#);
+    h.mount_lookup(&payment, body.clone()).await;
     assert_eq!(h.post_callback(&body, &signed_for(&payment, "100.0")).await.status(), 200);
-    let paid = h.app.get_payment(&payment.id).await;
-    assert_eq!(paid.status(), PaymentStatus::Succeeded);
+    let paid = h.wait_for_status(&payment.id, PaymentStatus::Succeeded).await;
     let want: HashMap<String, String> = [
         ("exirom_order_amount", "100.00"),
         ("exirom_order_currency", "USD"),
@@ -819,10 +985,20 @@ async fn malformed_and_unknown_callbacks() {
     assert_eq!(h.post_callback(&twice, &signed_for(&payment, "100.0")).await.status(), 401);
     assert_eq!(h.app.get_payment(&payment.id).await.status(), PaymentStatus::Pending);
 
-    // An unknown status: 200, unchanged, warned and counted.
+    // An unknown status (as the lookup reports it): 200, unchanged, warned and counted. (A fresh
+    // payment: the refused callbacks above already used this one's rate-limited lookup.)
+    let payment = h.create("ex-unknown").await;
     let unknown = tx_info(&payment, "ON_HOLD", "100.0", "");
+    h.mount_lookup(&payment, unknown.clone()).await;
     let r = h.post_callback(&unknown, &signed_for(&payment, "100.0")).await;
     assert_eq!(r.status(), 200);
+    h.wait_for_lookups(&payment, 1).await;
+    for _ in 0..50 {
+        if h.app.gateway.metrics().unknown_statuses("exirom") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let p = h.app.get_payment(&payment.id).await;
     assert_eq!((p.status(), p.version), (PaymentStatus::Pending, payment.version));
     assert_eq!(h.app.gateway.metrics().unknown_statuses("exirom"), 1);

@@ -779,6 +779,14 @@ async fn malformed_unknown_and_stranger_webhooks() {
     stranger.provider_checkout_id = "nobody".into();
     let r = h.post_webhook(&webhook(SALT, &stranger, "charge-n", "completed", "2500.00", "SGD")).await;
     assert_eq!(r.status(), 404);
+
+    // Our reference with another payment request's id: matched by HitPay's id (not ours), so it
+    // cannot apply to our payment: 404, unchanged.
+    let mut other_request = payment.clone();
+    other_request.provider_checkout_id = "9ef68e2e-0000-4f69-9f68-000000000000".into();
+    let r = h.post_webhook(&webhook(SALT, &other_request, "charge-x", "completed", "2500.00", "SGD")).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(h.app.get_payment(&payment.id).await.status(), PaymentStatus::Pending);
 }
 
 // ---------------------------------------------------------------------------------------------

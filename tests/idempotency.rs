@@ -65,7 +65,11 @@ impl Provider for Scripted {
             dedupe_key: format!("{}:{}", form["payment_id"], form["status"]),
             event_id: "scripted".into(),
             payment: PaymentRef::Id(form["payment_id"].clone()),
-            report: StatusReport { status: form["status"].parse().ok(), ..Default::default() },
+            report: StatusReport {
+                status: form["status"].parse().ok(),
+                amount: Some((1234, "USD".into())),
+                ..Default::default()
+            },
         })
     }
 }

@@ -68,8 +68,9 @@ struct CreateBody {
     public_base_url: String,
     /// e.g. `12.5`: matched against the raw bytes, `"amount":12.5,`.
     amount_text: &'static str,
-    /// Exact `shipping`, or `None` when it must be absent.
-    shipping: Option<Value>,
+    /// Exact `shipping`: always sent (the document says it must be passed), empty strings when the
+    /// request has no shipping address.
+    shipping: Value,
     /// Exact `payment_methods`, or `None` when it must be absent.
     payment_methods: Option<Value>,
     customer: Value,
@@ -91,10 +92,7 @@ impl CreateBody {
         let obj = body.as_object().ok_or("not an object")?;
         let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
         keys.sort_unstable();
-        let mut want = vec!["amount", "currency", "customer", "failure_url", "metadata", "success_url"];
-        if self.shipping.is_some() {
-            want.push("shipping");
-        }
+        let mut want = vec!["amount", "currency", "customer", "failure_url", "metadata", "shipping", "success_url"];
         if self.payment_methods.is_some() {
             want.push("payment_methods");
         }
@@ -119,9 +117,7 @@ impl CreateBody {
         if body["customer"] != self.customer {
             return Err(format!("customer {}", body["customer"]));
         }
-        if let Some(shipping) = &self.shipping
-            && &body["shipping"] != shipping
-        {
+        if body["shipping"] != self.shipping {
             return Err(format!("shipping {}", body["shipping"]));
         }
         if let Some(methods) = &self.payment_methods
@@ -218,7 +214,8 @@ impl Harness {
         CreateBody {
             public_base_url: self.app.http.clone(),
             amount_text,
-            shipping: None,
+            shipping: json!({ "address1": "", "city": "", "country": "", "zip": "",
+                "shipping_method": "Standard", "province": "" }),
             payment_methods: None,
             customer: json!({ "email": "ali@example.pk", "name": "Ali", "phone": "03415682456" }),
         }
@@ -381,8 +378,8 @@ fn seconds(ts: &Option<prost_types::Timestamp>) -> (i64, i32) {
 async fn create_signs_the_exact_bytes_and_records_the_intent() {
     let h = Harness::start(false).await;
     let mut body = h.create_body("12.5");
-    body.shipping = Some(json!({ "address1": "Gulberg", "address2": "Block B", "city": "Lahore",
-        "country": "Pakistan", "zip": "65191", "shipping_method": "Standard", "province": "Punjab" }));
+    body.shipping = json!({ "address1": "Gulberg", "address2": "Block B", "city": "Lahore",
+        "country": "Pakistan", "zip": "65191", "shipping_method": "Standard", "province": "Punjab" });
     body.payment_methods = Some(json!(["card", "jazzcash"]));
     h.create_mock(body).expect(1).named("create with shipping").mount(&h.mock).await;
 
@@ -565,14 +562,20 @@ async fn succeeded_webhook_pays_then_duplicates_are_acknowledged() {
 }
 
 #[tokio::test]
-async fn failed_and_cancelled_webhooks_over_verify_callback_match_by_order_reference() {
+async fn failed_and_cancelled_webhooks_over_verify_callback_match_by_intent_id() {
     let h = Harness::start(false).await;
     h.mount_create().await;
     let payment = h.create("xs-failed").await;
-    // The intent id in the body is one we never stored; metadata.order_reference names the payment.
+    // The intent id in the body is one we never stored, with our id in metadata.order_reference:
+    // matched by the intent id, so it cannot apply to our payment.
     let mut other = payment.clone();
     other.provider_checkout_id = "xpay_pi_not_ours".into();
     let body = webhook(&other, "failed", "12.5", true);
+    let status = h.verify(&body, &signed(&body)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    assert_eq!(h.app.get_payment(&payment.id).await.status(), PaymentStatus::Pending);
+    // Its own intent id (metadata too): applied.
+    let body = webhook(&payment, "failed", "12.5", true);
     let response = h.verify(&body, &signed(&body)).await.unwrap();
     assert!(response.status_changed && !response.duplicate);
     let failed = response.payment.unwrap();

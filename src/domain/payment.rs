@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::checkout::MAX_METADATA_ENTRIES;
 use super::status::{PaymentStatus, Transition};
 
 /// A payment as stored.
@@ -58,6 +59,17 @@ pub struct StatusReport {
 /// Failure code recorded when a report's amount or currency differs from the payment.
 pub const AMOUNT_MISMATCH: &str = "AMOUNT_MISMATCH";
 
+/// Adds provider-supplied entries to a payment's metadata without ever overwriting an existing
+/// key (the caller's own entries win) and without growing past [`MAX_METADATA_ENTRIES`].
+pub fn merge_provider_metadata(metadata: &mut BTreeMap<String, String>, from_provider: &BTreeMap<String, String>) {
+    for (k, v) in from_provider {
+        if metadata.len() >= MAX_METADATA_ENTRIES {
+            break;
+        }
+        metadata.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+}
+
 /// What applying a report does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -86,6 +98,10 @@ impl Payment {
         let Some(to) = report.status else {
             return Outcome::Ignore { kind: "unknown_status" };
         };
+        // Money is only ever marked taken with the amount it was taken for.
+        if to == PaymentStatus::Succeeded && report.amount.is_none() {
+            return Outcome::Ignore { kind: "missing_amount" };
+        }
         match self.status.transition(to) {
             Transition::Unchanged => Outcome::Ignore { kind: "same_status" },
             Transition::Disallowed => Outcome::Ignore { kind: "transition_rejected" },
@@ -98,7 +114,7 @@ impl Payment {
                 if report.payment_method.is_some() {
                     after.payment_method.clone_from(&report.payment_method);
                 }
-                after.metadata.extend(report.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+                merge_provider_metadata(&mut after.metadata, &report.metadata);
                 match to {
                     PaymentStatus::Succeeded => {
                         after.failure_code = None;
@@ -186,6 +202,28 @@ mod tests {
         assert_eq!(p.apply(&report(PaymentStatus::Succeeded)), Outcome::Ignore { kind: "same_status" });
         let unknown = StatusReport { status: None, ..Default::default() };
         assert_eq!(p.apply(&unknown), Outcome::Ignore { kind: "unknown_status" });
+    }
+
+    #[test]
+    fn success_needs_an_amount() {
+        let r = StatusReport { status: Some(PaymentStatus::Succeeded), ..Default::default() };
+        assert_eq!(payment(PaymentStatus::Pending).apply(&r), Outcome::Ignore { kind: "missing_amount" });
+    }
+
+    #[test]
+    fn provider_metadata_never_overwrites_and_is_capped() {
+        let mut p = payment(PaymentStatus::Pending);
+        p.metadata.insert("paynow_qr".into(), "caller's".into());
+        let mut r = report(PaymentStatus::Succeeded);
+        r.metadata.insert("paynow_qr".into(), "provider's".into());
+        r.metadata.insert("exirom_rate".into(), "1.1".into());
+        let Outcome::Change { after, .. } = p.apply(&r) else { panic!() };
+        assert_eq!(after.metadata["paynow_qr"], "caller's");
+        assert_eq!(after.metadata["exirom_rate"], "1.1");
+
+        let mut full: BTreeMap<String, String> = (0..50).map(|i| (format!("k{i}"), "v".into())).collect();
+        merge_provider_metadata(&mut full, &r.metadata);
+        assert_eq!(full.len(), 50);
     }
 
     #[test]

@@ -185,7 +185,7 @@ fn with_checkout(before: &Payment, created: CheckoutCreated) -> Payment {
     if created.expires_at.is_some() {
         after.expires_at = created.expires_at;
     }
-    after.metadata.extend(created.metadata);
+    crate::domain::payment::merge_provider_metadata(&mut after.metadata, &created.metadata);
     if let Some(data) = created.provider_data {
         after.provider_data = data;
     }

@@ -7,7 +7,8 @@
 //!   retried) and a Base64 HMAC-SHA256 `checksum`;
 //! - status: `GET {base}/v1/payments/apm/info/{transactionId}`;
 //! - callbacks: server-to-server JSON, `X-Checksum` = Base64 HMAC-SHA256 (`merchant_secret`) of
-//!   `accountId|orderAmount|orderCurrency|transactionId`.
+//!   `accountId|orderAmount|orderCurrency|transactionId`. Nothing else is signed, so a verified
+//!   callback only wakes the gateway up: it reports nothing and the status lookup decides.
 //!
 //! This file holds URLs, headers, the token cache and which flow calls what; the wire format is
 //! in [`transformers`].
@@ -26,13 +27,13 @@ use self::transformers::{
     AmountFormat, ApmPayload, AuthRequest, CreateParams, CreatePaymentRequest, CreatePaymentResponse, CreateProblem,
     TxInfo, error_code,
 };
-use super::signature::hmac_sha256;
+use super::signature::{hmac_sha256, sha256_hex};
 use super::{
     CallbackError, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext, ProviderError, RawCallback,
     VerifiedCallback, http,
 };
 use crate::config::ExiromAccount;
-use crate::domain::{NewCheckout, Payment, StatusReport, ValidationError};
+use crate::domain::{Currency, NewCheckout, Payment, PaymentId, PaymentStatus, StatusReport, ValidationError};
 
 /// Provider name in the API and in URLs.
 pub const NAME: &str = "exirom";
@@ -218,6 +219,63 @@ impl Exirom {
     }
 }
 
+/// What re-sending a create taught us about a payment whose create never answered.
+enum Recovered {
+    Transaction(String),
+    /// Exirom answered the repeated create with a decline.
+    Report(StatusReport),
+    Nothing,
+}
+
+impl Exirom {
+    /// For a PENDING payment with no transaction id (its create timed out): sends the create again
+    /// with the same `requestId` (Exirom answers a repeated `requestId` with the original
+    /// transaction) to learn the `transactionId`. The payment does not keep its payment methods,
+    /// so the same body can only be rebuilt when the account maps exactly one method; otherwise
+    /// nothing is sent and `Nothing` is returned (the gateway's ttl then expires the payment).
+    async fn recover_transaction(&self, payment: &Payment) -> Result<Recovered, ProviderError> {
+        if payment.status != PaymentStatus::Pending {
+            return Ok(Recovered::Nothing);
+        }
+        let (Some(apm_payload), 1) = (self.methods.values().next(), self.methods.len()) else {
+            tracing::warn!(provider = NAME, account = %self.account, "cannot rebuild the create of a payment with no transaction id: several methods configured");
+            return Ok(Recovered::Nothing);
+        };
+        let Some(currency) = Currency::parse(&payment.currency) else { return Ok(Recovered::Nothing) };
+        let callback_url = self.ctx.callback_url(NAME, &self.account);
+        let return_url = self.ctx.return_url(NAME, &payment.id);
+        let params = CreateParams {
+            payment_id: &payment.id,
+            account_id: &self.account_id,
+            minor: payment.amount_minor,
+            currency,
+            apm_payload,
+            callback_url: &callback_url,
+            return_url: &return_url,
+        };
+        let Some(body) = CreatePaymentRequest::build(params, |text| self.checksum(text)) else {
+            return Ok(Recovered::Nothing);
+        };
+        let url = self.url("/v1/payments/apm");
+        let success = self
+            .send_authorized(|token| {
+                self.ctx.client.post(&url).bearer_auth(token).header(ACCEPT, "application/json").json(&body)
+            })
+            .await?;
+        let response: CreatePaymentResponse = http::json(&success)?;
+        match response.into_opened(&payment.id) {
+            Ok(opened) => Ok(Recovered::Transaction(opened.transaction_id)),
+            Err(CreateProblem::Shape) => Err(unexpected("no transactionId for our requestId")),
+            Err(CreateProblem::Declined(code)) => Ok(Recovered::Report(StatusReport {
+                status: Some(PaymentStatus::Failed),
+                failure_message: Some(format!("Exirom reported {code}")),
+                failure_code: Some(code),
+                ..Default::default()
+            })),
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Provider for Exirom {
     fn name(&self) -> &'static str {
@@ -288,12 +346,18 @@ impl Provider for Exirom {
     }
 
     async fn fetch_status(&self, payment: &Payment) -> Result<Option<StatusReport>, ProviderError> {
-        // Lookups are by transaction id only: without one (the create never answered) there is
-        // nothing to ask about.
-        let Some(transaction_id) = payment.provider_checkout_id.as_deref().filter(|id| !id.is_empty()) else {
-            return Ok(None);
+        let stored = payment.provider_checkout_id.as_deref().filter(|id| !id.is_empty());
+        let transaction_id = match stored {
+            Some(id) => id.to_owned(),
+            // The create never answered: Exirom dedupes on `requestId`, so the same create again
+            // names the original transaction (see `recover_transaction`).
+            None => match self.recover_transaction(payment).await? {
+                Recovered::Transaction(id) => id,
+                Recovered::Report(report) => return Ok(Some(report)),
+                Recovered::Nothing => return Ok(None),
+            },
         };
-        let url = self.info_url(transaction_id);
+        let url = self.info_url(&transaction_id);
         let success = self
             .send_authorized(|token| self.ctx.client.get(&url).bearer_auth(token).header(ACCEPT, "application/json"))
             .await?;
@@ -304,9 +368,13 @@ impl Provider for Exirom {
         info.to_report().map(Some).map_err(|e| unexpected(&e.to_string()))
     }
 
+    /// Only `accountId|orderAmount|orderCurrency|transactionId` is signed: everything else in the
+    /// body (status, decline fields, processed amount, conversion rate, provider ids,
+    /// `requestId`) could be edited in a replayed genuine callback. So a verified callback
+    /// reports nothing: the gateway records it as `no_status` and asks
+    /// `GET /v1/payments/apm/info/{transactionId}` (one rate-limited lookup), and only that answer
+    /// changes the payment.
     fn verify_callback(&self, raw: &RawCallback, _now: DateTime<Utc>) -> Result<VerifiedCallback, CallbackError> {
-        // No timestamp is signed, so there is no window: replays meet the dedupe key and the
-        // state machine.
         let header = raw.header(CHECKSUM_HEADER).ok_or(CallbackError::SignatureInvalid)?;
         // A body we cannot read cannot be checked: it is refused as unsigned, never trusted.
         let info = TxInfo::parse(&raw.body).map_err(|_| CallbackError::SignatureInvalid)?;
@@ -322,17 +390,22 @@ impl Provider for Exirom {
         if info.account_id.as_deref() != Some(self.account_id.as_str()) {
             return Err(CallbackError::Malformed { field: "accountId".into() });
         }
-        let report = info.to_report()?;
-        let status = info.transaction_status.as_deref().unwrap_or_default();
-        let key = format!("{}:{status}", info.transaction_id);
-        Ok(VerifiedCallback {
-            dedupe_key: key.clone(),
-            event_id: key,
-            // The signed `transactionId`, not the unsigned `requestId`: a genuine callback of one
-            // payment must never be re-pointed at another.
-            payment: PaymentRef::CheckoutId(info.transaction_id),
-            report,
-        })
+        // The documented shape carries a status; its value is not used (unsigned).
+        if info.transaction_status.is_none() {
+            return Err(CallbackError::Malformed { field: "transactionStatus".into() });
+        }
+        // The raw body's digest: the same delivery twice is a duplicate, an edited replay is not.
+        let digest = sha256_hex(&raw.body);
+        let event_id = format!("{}:{}", info.transaction_id, &digest[..16]);
+        // The payment to look up: our `requestId` when it is one of our ids (it also finds a
+        // payment whose create timed out, which has no transaction id yet), else the signed
+        // `transactionId`. Either only schedules a lookup of that payment's own transaction:
+        // nothing in the body is applied, so pointing a replay at another payment gains nothing.
+        let payment = match info.request_id.as_deref().and_then(PaymentId::parse) {
+            Some(id) => PaymentRef::Id(id.as_str().to_owned()),
+            None => PaymentRef::CheckoutId(info.transaction_id),
+        };
+        Ok(VerifiedCallback { dedupe_key: digest, event_id, payment, report: StatusReport::default() })
     }
 
     fn unverified_payment_hint(&self, raw: &RawCallback) -> Option<PaymentRef> {
@@ -346,7 +419,6 @@ mod tests {
 
     use super::*;
     use crate::config::ExiromMethod;
-    use crate::domain::PaymentStatus;
     use crate::domain::checkout::CheckoutInput;
 
     const SECRET: &str = "merchant_secret_test";
@@ -405,10 +477,11 @@ mod tests {
         let a = adapter(&account("http://x"));
         for (i, want) in [(2, AmountFormat::RawToken), (3, AmountFormat::TwoDp), (4, AmountFormat::Minor)] {
             let v = a.verify_callback(&raw(DOC_CALLBACK, VECTORS[i].1), Utc::now()).unwrap();
+            // `req-123456789` is not one of our ids: the signed transaction id is used.
             assert_eq!(v.payment, PaymentRef::CheckoutId("tx-987654321".into()));
-            assert_eq!(v.dedupe_key, "tx-987654321:COMPLETED");
-            assert_eq!(v.report.status, Some(PaymentStatus::Succeeded));
-            assert_eq!(v.report.amount, Some((10_000, "USD".into())));
+            assert_eq!(v.dedupe_key, sha256_hex(DOC_CALLBACK.as_bytes()));
+            // Nothing unsigned is reported: the gateway looks the transaction up instead.
+            assert_eq!(v.report, StatusReport::default());
             let info = TxInfo::parse(DOC_CALLBACK.as_bytes()).unwrap();
             assert_eq!(a.verify_checksum(VECTORS[i].1, &info), Ok(want));
         }
@@ -450,6 +523,26 @@ mod tests {
             Some(PaymentRef::CheckoutId("tx-987654321".into()))
         );
         assert_eq!(a.unverified_payment_hint(&raw("garbage", "x")), None);
+    }
+
+    #[test]
+    fn unsigned_fields_are_never_reported_and_edited_replays_are_not_duplicates() {
+        let a = adapter(&account("http://x"));
+        let good = VECTORS[2].1;
+        let genuine = a.verify_callback(&raw(DOC_CALLBACK, good), Utc::now()).unwrap();
+        let edited = DOC_CALLBACK
+            .replace("\"transactionStatus\":\"COMPLETED\"", "\"transactionStatus\":\"DECLINED\"")
+            .replace("\"declineCode\":null", "\"declineCode\":4051")
+            .replace("\"processedCurrency\":\"USD\"", "\"processedCurrency\":\"EUR\"");
+        let replay = a.verify_callback(&raw(&edited, good), Utc::now()).unwrap();
+        assert_eq!(replay.report, StatusReport::default());
+        assert_ne!(replay.dedupe_key, genuine.dedupe_key);
+        assert_eq!(a.verify_callback(&raw(DOC_CALLBACK, good), Utc::now()).unwrap().dedupe_key, genuine.dedupe_key);
+        // Our own `requestId` names the payment (only to schedule its lookup).
+        let id = PaymentId::new();
+        let ours = DOC_CALLBACK.replace("req-123456789", id.as_str());
+        let v = a.verify_callback(&raw(&ours, good), Utc::now()).unwrap();
+        assert_eq!(v.payment, PaymentRef::Id(id.as_str().to_owned()));
     }
 
     #[test]

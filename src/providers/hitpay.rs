@@ -323,7 +323,7 @@ mod tests {
         assert_eq!(form.signed_message(), PY_MESSAGE);
         let v = h.verify_callback(&raw(PY_FORM), Utc::now()).unwrap();
         assert_eq!(v.dedupe_key, "9741164c-06a1-4dd7-a649-72cca8f9603a:completed");
-        assert_eq!(v.payment, PaymentRef::Id("pay_01ARZ3NDEKTSV4RRFFQ69G5FAV".into()));
+        assert_eq!(v.payment, PaymentRef::CheckoutId("9ef68e2e-3569-4f69-9f68-04c7e4bb007c".into()));
         assert_eq!(v.report.status, Some(PaymentStatus::Succeeded));
         assert_eq!(v.report.amount, Some((250_000, "SGD".into())));
         // Upper-case hex passes too.
@@ -340,7 +340,7 @@ mod tests {
         )
         .unwrap();
         let v = note.verify_callback(&raw(NOTE_FORM), Utc::now()).unwrap();
-        assert_eq!((v.payment, v.report.amount), (PaymentRef::Id("ORD1".into()), Some((1000, "SGD".into()))));
+        assert_eq!((v.payment, v.report.amount), (PaymentRef::CheckoutId("r1".into()), Some((1000, "SGD".into()))));
     }
 
     #[test]
@@ -359,7 +359,7 @@ mod tests {
         assert_eq!(h.verify_callback(&raw(NOTE_FORM), Utc::now()), Err(CallbackError::SignatureInvalid));
         assert_eq!(
             h.unverified_payment_hint(&raw(PY_FORM)),
-            Some(PaymentRef::Id("pay_01ARZ3NDEKTSV4RRFFQ69G5FAV".into()))
+            Some(PaymentRef::CheckoutId("9ef68e2e-3569-4f69-9f68-04c7e4bb007c".into()))
         );
     }
 

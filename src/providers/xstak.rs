@@ -256,11 +256,12 @@ mod tests {
     /// Key `hmac_test` over the exact create body below.
     const CREATE_BODY: &str = concat!(
         r#"{"amount":12.5,"currency":"PKR","customer":{"email":"","name":"","phone":""},"#,
+        r#""shipping":{"address1":"","city":"","country":"","zip":"","shipping_method":"Standard","province":""},"#,
         r#""metadata":{"order_reference":"pay_01ARZ3NDEKTSV4RRFFQ69G5FAV"},"#,
         r#""success_url":"https://pay.example/return/xstak/pay_01ARZ3NDEKTSV4RRFFQ69G5FAV?outcome=success","#,
         r#""failure_url":"https://pay.example/return/xstak/pay_01ARZ3NDEKTSV4RRFFQ69G5FAV?outcome=failure"}"#
     );
-    const CREATE_SIG: &str = "003f08d9c50c0befcdb8fd618d564e6a063465d20dfa5c4d865aabd2299591e8";
+    const CREATE_SIG: &str = "9acc098fdae4d4603c0f2759061614be2bc661cded65c8dc1fb5bddcaed4326b";
     /// Key `hmac_test` over the empty body (the status lookup's signature).
     const EMPTY_SIG: &str = "0575f5623388f8c772fbee97ec5705eeaddc34c408f46df11de5bcc46593d5ff";
     /// Key `whk_test_secret` over the public webhook sample below.

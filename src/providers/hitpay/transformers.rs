@@ -479,14 +479,16 @@ impl WebhookForm {
         self.fields.get(key).map(String::as_str).unwrap_or_default()
     }
 
-    /// Our payment id (`reference_number`), else HitPay's request id.
+    /// HitPay's request id whenever the form carries one (the gateway matches it against the
+    /// stored `provider_checkout_id`, so another request's webhook can never be applied to our
+    /// payment), else our payment id (`reference_number`).
     pub fn payment_ref(&self) -> Option<PaymentRef> {
-        let reference = self.get("reference_number");
-        if !reference.is_empty() {
-            return Some(PaymentRef::Id(reference.to_owned()));
-        }
         let request = self.get("payment_request_id");
-        (!request.is_empty()).then(|| PaymentRef::CheckoutId(request.to_owned()))
+        if !request.is_empty() {
+            return Some(PaymentRef::CheckoutId(request.to_owned()));
+        }
+        let reference = self.get("reference_number");
+        (!reference.is_empty()).then(|| PaymentRef::Id(reference.to_owned()))
     }
 
     /// What a verified form says. Amount and currency are required: the gateway checks them.
@@ -725,7 +727,7 @@ mod tests {
     fn webhook_events() {
         let e = WebhookForm::parse(NOTE_FORM.as_bytes()).unwrap().into_event().unwrap();
         assert_eq!(e.key, "p1:completed");
-        assert_eq!(e.payment, PaymentRef::Id("ORD1".into()));
+        assert_eq!(e.payment, PaymentRef::CheckoutId("r1".into()), "the request id wins");
         assert_eq!(e.report.status, Some(PaymentStatus::Succeeded));
         assert_eq!(e.report.amount, Some((1000, "SGD".into())));
         assert_eq!(e.report.provider_payment_id.as_deref(), Some("p1"));
@@ -751,7 +753,8 @@ mod tests {
 
     #[test]
     fn hints_and_error_codes() {
-        assert_eq!(hint(b"reference_number=pay_1&payment_request_id=r"), Some(PaymentRef::Id("pay_1".into())));
+        assert_eq!(hint(b"reference_number=pay_1&payment_request_id=r"), Some(PaymentRef::CheckoutId("r".into())));
+        assert_eq!(hint(b"reference_number=pay_1"), Some(PaymentRef::Id("pay_1".into())));
         assert_eq!(hint(b"payment_request_id=r"), Some(PaymentRef::CheckoutId("r".into())));
         assert_eq!(hint(b"garbage"), None);
         assert_eq!(

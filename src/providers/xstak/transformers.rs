@@ -85,9 +85,9 @@ pub struct CreateCheckoutRequest {
     pub amount: Box<RawValue>,
     pub currency: String,
     pub customer: Customer,
-    /// Only when the caller gave a shipping address.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shipping: Option<Shipping>,
+    /// Always sent: the document lists `shipping` among the parameters that "must be passed"
+    /// (only `payment_methods` is optional). Empty strings when the caller gave no address.
+    pub shipping: Shipping,
     pub metadata: Metadata,
     pub success_url: String,
     pub failure_url: String,
@@ -111,7 +111,7 @@ impl std::fmt::Debug for Customer {
 }
 
 /// The shipping address. Personal data: never logged.
-#[derive(Clone, PartialEq, Serialize)]
+#[derive(Clone, Default, PartialEq, Serialize)]
 pub struct Shipping {
     pub address1: String,
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -158,15 +158,18 @@ impl CreateCheckoutRequest {
             amount: RawValue::from_string(amount)?,
             currency: checkout.amount.currency.code().to_owned(),
             customer: Customer { email: c.email.clone(), name: c.name.clone(), phone: c.phone.clone() },
-            shipping: checkout.shipping_address.as_ref().map(|a| Shipping {
-                address1: a.line1.clone(),
-                address2: a.line2.clone(),
-                city: a.city.clone(),
-                country: country_name(&a.country),
-                zip: a.postal_code.clone(),
-                shipping_method: SHIPPING_METHOD.to_owned(),
-                province: a.state.clone(),
-            }),
+            shipping: checkout.shipping_address.as_ref().map_or_else(
+                || Shipping { shipping_method: SHIPPING_METHOD.to_owned(), ..Shipping::default() },
+                |a| Shipping {
+                    address1: a.line1.clone(),
+                    address2: a.line2.clone(),
+                    city: a.city.clone(),
+                    country: country_name(&a.country),
+                    zip: a.postal_code.clone(),
+                    shipping_method: SHIPPING_METHOD.to_owned(),
+                    province: a.state.clone(),
+                },
+            ),
             metadata: Metadata { order_reference: params.payment_id.to_owned() },
             success_url: format!("{}?outcome=success", params.return_url),
             failure_url: format!("{}?outcome=failure", params.return_url),
@@ -398,13 +401,14 @@ fn malformed(field: &str) -> CallbackError {
     CallbackError::Malformed { field: field.to_owned() }
 }
 
-/// The payment a body names: `metadata.order_reference` when it is one of our payment ids (it
-/// works even when the create answer was lost), else the intent id.
+/// The payment a body names: the intent id whenever the body carries one (the gateway matches
+/// it against the stored `provider_checkout_id`, so an intent that is not the payment's own can
+/// never be applied to it), else `metadata.order_reference` when it is one of our payment ids.
 fn payment_ref(order_reference: Option<&str>, intent_id: Option<&str>) -> Option<PaymentRef> {
-    if let Some(id) = order_reference.and_then(PaymentId::parse) {
-        return Some(PaymentRef::Id(id.as_str().to_owned()));
+    if let Some(intent) = intent_id.filter(|s| !s.is_empty()) {
+        return Some(PaymentRef::CheckoutId(intent.to_owned()));
     }
-    intent_id.filter(|s| !s.is_empty()).map(|s| PaymentRef::CheckoutId(s.to_owned()))
+    order_reference.and_then(PaymentId::parse).map(|id| PaymentRef::Id(id.as_str().to_owned()))
 }
 
 fn text_of(value: &serde_json::Value) -> Option<String> {
@@ -569,7 +573,8 @@ mod tests {
                 r#""payment_methods":["card","jazzcash"]}"#
             )
         );
-        // No shipping address, no methods, minor units: both objects omitted, an integer amount.
+        // No shipping address, no methods, minor units: `shipping` still sent (empty strings, the
+        // document says it must be passed), `payment_methods` omitted, an integer amount.
         let text = String::from_utf8(
             CreateCheckoutRequest::build(&checkout(1250, &[], false), params(AmountUnit::Minor))
                 .unwrap()
@@ -578,7 +583,11 @@ mod tests {
         )
         .unwrap();
         assert!(text.starts_with(r#"{"amount":1250,"currency":"PKR","#), "{text}");
-        assert!(!text.contains("shipping") && !text.contains("payment_methods"), "{text}");
+        assert!(
+            text.contains(r#""shipping":{"address1":"","city":"","country":"","zip":"","shipping_method":"Standard","province":""}"#),
+            "{text}"
+        );
+        assert!(!text.contains("payment_methods"), "{text}");
         let debug =
             format!("{:?}", CreateCheckoutRequest::build(&checkout(1, &[], true), params(AmountUnit::Major)).unwrap());
         assert!(!debug.contains("testuser") && !debug.contains("Gulberg"), "{debug}");
@@ -669,13 +678,13 @@ mod tests {
         assert_eq!(w.report.payment_method.as_deref(), Some("card"));
         assert_eq!(w.report.provider_payment_id.as_deref(), Some(pi));
 
-        // Our id in metadata wins; a reference that is not one of our ids is ignored.
+        // The intent id wins over our id in metadata (which is only a fallback without one).
         let body = format!(
             r#"{{"type":"PAYMENT_INTENT_NOTIFICATION","payment_intent_id":"xpay_pi_2","amount":12.5,"currency":"PKR",
             "status":"failed","metadata":{{"order_reference":"{PAYMENT_ID}"}}}}"#
         );
         let w = parse_webhook(body.as_bytes(), AmountUnit::Major).unwrap();
-        assert_eq!(w.payment, PaymentRef::Id(PAYMENT_ID.into()));
+        assert_eq!(w.payment, PaymentRef::CheckoutId("xpay_pi_2".into()));
         assert_eq!(
             (w.report.status, w.report.failure_message.as_deref()),
             (Some(PaymentStatus::Failed), Some("XStak reported failed"))
@@ -722,6 +731,10 @@ mod tests {
             hint(
                 format!(r#"{{"payment_intent_id":"pi_1","metadata":{{"order_reference":"{PAYMENT_ID}"}}}}"#).as_bytes()
             ),
+            Some(PaymentRef::CheckoutId("pi_1".into()))
+        );
+        assert_eq!(
+            hint(format!(r#"{{"metadata":{{"order_reference":"{PAYMENT_ID}"}}}}"#).as_bytes()),
             Some(PaymentRef::Id(PAYMENT_ID.into()))
         );
         assert_eq!(hint(br#"{"payment_intent_id":"pi_1"}"#), Some(PaymentRef::CheckoutId("pi_1".into())));
