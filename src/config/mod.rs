@@ -192,20 +192,16 @@ impl EximpeAccount {
     /// What makes this account unusable, each as `key: reason`.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        match url::Url::parse(&self.base_url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            _ => problems.push("base_url: must be an absolute http(s) URL".to_owned()),
-        }
-        for (key, value) in [
-            ("client_id", &self.client_id),
-            ("client_secret", &self.client_secret),
-            ("callback_key", &self.callback_key),
-            ("hs_code", &self.hs_code),
-        ] {
-            if value.trim().is_empty() {
-                problems.push(format!("{key}: must be set"));
-            }
-        }
+        check_base_url(&mut problems, &self.base_url, Required::Yes);
+        check_set(
+            &mut problems,
+            &[
+                ("client_id", &self.client_id),
+                ("client_secret", &self.client_secret),
+                ("callback_key", &self.callback_key),
+                ("hs_code", &self.hs_code),
+            ],
+        );
         if !matches!(self.sdk_mode.as_str(), "" | "sandbox" | "production") {
             problems.push("sdk_mode: must be `sandbox` or `production`".to_owned());
         }
@@ -232,6 +228,23 @@ pub struct XpayAccount {
     /// Currencies this account accepts (ISO 4217); only EGP is verified with XPay.
     #[serde(deserialize_with = "lenient::list")]
     pub currencies: Vec<String>,
+}
+
+impl XpayAccount {
+    /// Value formats, each as `key: reason` (never a value).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        check_base_url(&mut problems, &self.base_url, Required::No);
+        if self.webhook_secrets.iter().any(String::is_empty) {
+            problems.push("webhook_secrets: secrets must not be empty".to_owned());
+        }
+        if self.currencies.is_empty()
+            || self.currencies.iter().any(|c| crate::domain::money::Currency::parse(c).is_none())
+        {
+            problems.push("currencies: one or more active upper-case ISO 4217 codes".to_owned());
+        }
+        problems
+    }
 }
 
 impl Default for XpayAccount {
@@ -265,12 +278,7 @@ impl HitpayAccount {
     /// Value formats (the required keys are checked when the adapter is built at startup).
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        let base = &self.base_url;
-        if !base.is_empty()
-            && !url::Url::parse(base).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-        {
-            problems.push("base_url: must be an absolute http(s) URL".to_owned());
-        }
+        check_base_url(&mut problems, &self.base_url, Required::No);
         if !matches!(self.create_content_type.as_str(), "" | "form" | "json") {
             problems.push("create_content_type: must be `form` or `json`".to_owned());
         }
@@ -325,22 +333,16 @@ impl XstakAccount {
     /// What makes this account unusable, each as `key: reason`. Never includes a value.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if !self.base_url.is_empty()
-            && !url::Url::parse(&self.base_url)
-                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-        {
-            problems.push("base_url: must be an absolute http(s) URL".to_owned());
-        }
-        for (key, value) in [
-            ("api_key", &self.api_key),
-            ("account_id", &self.account_id),
-            ("hmac_secret", &self.hmac_secret),
-            ("webhook_secret", &self.webhook_secret),
-        ] {
-            if value.is_empty() {
-                problems.push(format!("{key}: must be set"));
-            }
-        }
+        check_base_url(&mut problems, &self.base_url, Required::No);
+        check_set(
+            &mut problems,
+            &[
+                ("api_key", &self.api_key),
+                ("account_id", &self.account_id),
+                ("hmac_secret", &self.hmac_secret),
+                ("webhook_secret", &self.webhook_secret),
+            ],
+        );
         if reqwest::header::HeaderName::from_bytes(self.webhook_signature_header.as_bytes()).is_err() {
             problems.push("webhook_signature_header: must be a valid HTTP header name".to_owned());
         }
@@ -376,19 +378,15 @@ impl ExiromAccount {
     /// What makes this account unusable, each as `key: reason` (never a value).
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        match url::Url::parse(&self.base_url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            _ => problems.push("base_url: must be an absolute http(s) URL".to_owned()),
-        }
-        for (key, value) in [
-            ("merchant_key", &self.merchant_key),
-            ("merchant_secret", &self.merchant_secret),
-            ("account_id", &self.account_id),
-        ] {
-            if value.trim().is_empty() {
-                problems.push(format!("{key}: must be set"));
-            }
-        }
+        check_base_url(&mut problems, &self.base_url, Required::Yes);
+        check_set(
+            &mut problems,
+            &[
+                ("merchant_key", &self.merchant_key),
+                ("merchant_secret", &self.merchant_secret),
+                ("account_id", &self.account_id),
+            ],
+        );
         if self.account_id.contains('|') {
             problems.push("account_id: must not contain `|` (it is part of the signed text)".to_owned());
         }
@@ -466,43 +464,14 @@ impl Config {
                 }
             }
         }
-        // XPay: value formats here; the required keys (secret_key, webhook_secrets) are checked
-        // when the adapter is built at startup.
-        for (name, account) in &self.providers.xpay.accounts {
-            let key = |k: &str| format!("providers.xpay.accounts.{name}.{k}");
-            let base = &account.base_url;
-            if !base.is_empty() && !url::Url::parse(base).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
-                errors.push(format!("{}: must be an absolute http(s) URL", key("base_url")));
-            }
-            if account.webhook_secrets.iter().any(String::is_empty) {
-                errors.push(format!("{}: secrets must not be empty", key("webhook_secrets")));
-            }
-            if account.currencies.is_empty()
-                || account.currencies.iter().any(|c| crate::domain::money::Currency::parse(c).is_none())
-            {
-                errors.push(format!("{}: one or more active upper-case ISO 4217 codes", key("currencies")));
-            }
-        }
-        if self.providers.eximpe.enabled {
-            for (name, account) in &self.providers.eximpe.accounts {
-                errors.extend(account.problems().into_iter().map(|p| format!("providers.eximpe.accounts.{name}.{p}")));
-            }
-        }
-        if self.providers.exirom.enabled {
-            for (name, account) in &self.providers.exirom.accounts {
-                errors.extend(account.problems().into_iter().map(|p| format!("providers.exirom.accounts.{name}.{p}")));
-            }
-        }
-        if self.providers.xstak.enabled {
-            for (name, account) in &self.providers.xstak.accounts {
-                errors.extend(account.problems().into_iter().map(|p| format!("providers.xstak.accounts.{name}.{p}")));
-            }
-        }
-        if self.providers.hitpay.enabled {
-            for (name, account) in &self.providers.hitpay.accounts {
-                errors.extend(account.problems().into_iter().map(|p| format!("providers.hitpay.accounts.{name}.{p}")));
-            }
-        }
+        // Per-account value checks (XPay's even while disabled; the required XPay keys are
+        // checked when its adapter is built at startup).
+        let p = &self.providers;
+        errors.extend(account_problems("xpay", &p.xpay, true, XpayAccount::problems));
+        errors.extend(account_problems("eximpe", &p.eximpe, p.eximpe.enabled, EximpeAccount::problems));
+        errors.extend(account_problems("exirom", &p.exirom, p.exirom.enabled, ExiromAccount::problems));
+        errors.extend(account_problems("xstak", &p.xstak, p.xstak.enabled, XstakAccount::problems));
+        errors.extend(account_problems("hitpay", &p.hitpay, p.hitpay.enabled, HitpayAccount::problems));
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 
@@ -525,6 +494,51 @@ impl Config {
         match toml::to_string_pretty(&value) {
             Ok(s) => s,
             Err(e) => format!("# cannot render config: {e}\n"),
+        }
+    }
+}
+
+/// Every problem of every account of one provider section, as `providers.<p>.accounts.<name>.<key>: …`.
+fn account_problems<A>(
+    provider: &str,
+    section: &ProviderSection<A>,
+    check: bool,
+    problems: impl Fn(&A) -> Vec<String>,
+) -> Vec<String> {
+    if !check {
+        return Vec::new();
+    }
+    section
+        .accounts
+        .iter()
+        .flat_map(|(name, account)| {
+            problems(account).into_iter().map(move |p| format!("providers.{provider}.accounts.{name}.{p}"))
+        })
+        .collect()
+}
+
+/// Whether a provider account's `base_url` must be given (else empty means the provider's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Required {
+    Yes,
+    No,
+}
+
+/// `base_url: …` when `url` is not an absolute http(s) URL (an empty one is fine unless required).
+fn check_base_url(problems: &mut Vec<String>, url: &str, required: Required) {
+    if url.is_empty() && required == Required::No {
+        return;
+    }
+    if !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some()) {
+        problems.push("base_url: must be an absolute http(s) URL".to_owned());
+    }
+}
+
+/// `<key>: must be set` for each blank value (never the value itself: most are secrets).
+fn check_set(problems: &mut Vec<String>, fields: &[(&str, &String)]) {
+    for (key, value) in fields {
+        if value.trim().is_empty() {
+            problems.push(format!("{key}: must be set"));
         }
     }
 }

@@ -6,11 +6,10 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use chrono::Utc;
 
 use super::HttpState;
-use super::page::{self, esc};
-use crate::domain::{Currency, Money, Payment, PaymentId};
+use super::page;
+use crate::domain::PaymentId;
 use crate::providers::eximpe::{DATA_SDK_MODE, DATA_SESSION_ID, NAME, SDK_URL};
 
 fn not_found() -> Response {
@@ -28,13 +27,6 @@ pub fn js_string(s: &str) -> String {
         .replace('\u{2029}', "\\u2029")
 }
 
-fn amount_text(p: &Payment) -> String {
-    match Currency::parse(&p.currency) {
-        Some(currency) => Money { minor: p.amount_minor, currency }.to_string(),
-        None => format!("{} {}", p.amount_minor, p.currency),
-    }
-}
-
 /// `GET /checkout/eximpe/{payment_id}`.
 pub async fn show(State(state): State<HttpState>, Path(payment_id): Path<String>) -> Response {
     let Some(id) = PaymentId::parse(&payment_id) else { return not_found() };
@@ -47,17 +39,8 @@ pub async fn show(State(state): State<HttpState>, Path(payment_id): Path<String>
     let session_id = data(DATA_SESSION_ID);
     let mode = data(DATA_SDK_MODE).unwrap_or("sandbox");
 
-    let expired = payment.expires_at.is_some_and(|t| t <= Utc::now());
-    let open = payment.status.is_open() && !expired && session_id.is_some();
-    let status = if payment.status.is_open() && expired { "expired".to_owned() } else { payment.status.to_string() };
-    let mut body = format!(
-        "<dl><dt>Amount</dt><dd id=\"amount\">{}</dd><dt>Reference</dt><dd id=\"reference\">{}</dd>\
-<dt>Payment</dt><dd id=\"payment-id\">{}</dd><dt>Status</dt><dd id=\"status\">{}</dd></dl>",
-        esc(&amount_text(&payment)),
-        esc(&payment.merchant_reference),
-        esc(&payment.id),
-        esc(&status),
-    );
+    let open = page::is_payable(&payment) && session_id.is_some();
+    let mut body = page::payment_summary(&payment);
     let response = match (open, session_id) {
         (true, Some(session_id)) => {
             body.push_str(&format!(

@@ -33,3 +33,27 @@ pub fn see_other(target: &str) -> Response {
 pub fn message(status: StatusCode, title: &str, text: &str) -> Response {
     render(status, title, &format!("<p>{}</p>", esc(text)))
 }
+
+/// Whether a hosted page may still take the payment: an open status and not past `expires_at`.
+pub fn is_payable(p: &crate::domain::Payment) -> bool {
+    p.status.is_open() && p.expires_at.is_none_or(|t| t > chrono::Utc::now())
+}
+
+/// A payment's amount (split by its currency's exponent), reference, id and status as an escaped
+/// HTML list; an open payment past `expires_at` shows as expired.
+pub fn payment_summary(p: &crate::domain::Payment) -> String {
+    use crate::domain::{Currency, Money};
+    let amount = match Currency::parse(&p.currency) {
+        Some(currency) => Money { minor: p.amount_minor, currency }.to_string(),
+        None => format!("{} {}", p.amount_minor, p.currency),
+    };
+    let status = if p.status.is_open() && !is_payable(p) { "expired".to_owned() } else { p.status.to_string() };
+    format!(
+        "<dl><dt>Amount</dt><dd id=\"amount\">{}</dd><dt>Reference</dt><dd id=\"reference\">{}</dd>\
+<dt>Payment</dt><dd id=\"payment-id\">{}</dd><dt>Status</dt><dd id=\"status\">{}</dd></dl>",
+        esc(&amount),
+        esc(&p.merchant_reference),
+        esc(&p.id),
+        esc(&status),
+    )
+}

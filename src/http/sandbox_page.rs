@@ -11,8 +11,8 @@ use axum::response::Response;
 use chrono::Utc;
 
 use super::HttpState;
-use super::page::{self, esc};
-use crate::domain::{Currency, Money, Payment, PaymentId};
+use super::page;
+use crate::domain::{Payment, PaymentId};
 use crate::providers::sandbox::{Action, SIGNATURE_HEADER, Sandbox};
 
 fn not_found() -> Response {
@@ -33,36 +33,11 @@ async fn lookup(state: &HttpState, payment_id: &str) -> Option<(Payment, Arc<San
     Some((payment, sandbox))
 }
 
-fn is_open(p: &Payment) -> bool {
-    p.status.is_open() && p.expires_at.is_none_or(|t| t > Utc::now())
-}
-
-fn amount_text(p: &Payment) -> String {
-    match Currency::parse(&p.currency) {
-        Some(currency) => Money { minor: p.amount_minor, currency }.to_string(),
-        None => format!("{} {}", p.amount_minor, p.currency),
-    }
-}
-
 /// `GET /sandbox/checkout/{payment_id}`.
 pub async fn show(State(state): State<HttpState>, Path(payment_id): Path<String>) -> Response {
     let Some((payment, _)) = lookup(&state, &payment_id).await else { return not_found() };
-    let open = is_open(&payment);
-    let status = if open {
-        payment.status.to_string()
-    } else if payment.status.is_open() {
-        "expired".into()
-    } else {
-        payment.status.to_string()
-    };
-    let mut body = format!(
-        "<dl><dt>Amount</dt><dd id=\"amount\">{}</dd><dt>Reference</dt><dd id=\"reference\">{}</dd>\
-<dt>Payment</dt><dd id=\"payment-id\">{}</dd><dt>Status</dt><dd id=\"status\">{}</dd></dl>",
-        esc(&amount_text(&payment)),
-        esc(&payment.merchant_reference),
-        esc(&payment.id),
-        esc(&status),
-    );
+    let open = page::is_payable(&payment);
+    let mut body = page::payment_summary(&payment);
     if open {
         body.push_str(
             "<form method=\"post\">\
@@ -84,7 +59,7 @@ pub async fn submit(
     form: Result<Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let Some((payment, sandbox)) = lookup(&state, &payment_id).await else { return not_found() };
-    if !is_open(&payment) {
+    if !page::is_payable(&payment) {
         return page::message(StatusCode::CONFLICT, "Checkout closed", "This checkout is no longer open.");
     }
     let action = form.as_ref().ok().and_then(|f| f.get("action")).and_then(|a| Action::parse(a));
