@@ -31,7 +31,8 @@ fn database_url(name: &str) -> String {
     url.to_string()
 }
 
-/// Drops test databases left behind by runs more than an hour old (their names carry a ULID).
+/// Drops test databases left behind by earlier runs: any more than 15 minutes old (their names
+/// carry a ULID; no single test runs that long, and each test uses its own database).
 async fn sweep_old_databases() {
     static ONCE: Once = Once::new();
     let mut first = false;
@@ -44,7 +45,7 @@ async fn sweep_old_databases() {
         .fetch_all(&pool)
         .await
         .unwrap_or_default();
-    let cutoff = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let cutoff = std::time::SystemTime::now() - Duration::from_secs(15 * 60);
     for name in names {
         let Some(ulid) = name.strip_prefix("paygate_t_").and_then(|u| ulid::Ulid::from_string(&u.to_uppercase()).ok())
         else {
