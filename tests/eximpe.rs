@@ -11,7 +11,6 @@ use std::time::Duration;
 use common::{TestApp, error_info, spawn_app_with};
 use paygate::config::EximpeAccount;
 use paygate::pb::{self, PaymentStatus};
-use paygate::providers::ProviderContext;
 use paygate::providers::eximpe::Eximpe;
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
@@ -335,10 +334,7 @@ async fn a_create_that_times_out_is_provider_timeout() {
         .respond_with(created("OD1000000001", SESSION_ID).set_delay(Duration::from_secs(5)))
         .mount(&mock)
         .await;
-    let ctx = ProviderContext {
-        public_base_url: "http://127.0.0.1:9".into(),
-        client: reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap(),
-    };
+    let ctx = common::short_timeout_context();
     let adapter = Eximpe::new("default", &account(&mock), &ctx).unwrap();
     let app = spawn_app_with(|_| {}, vec![Arc::new(adapter)]).await;
     let started = std::time::Instant::now();

@@ -314,61 +314,35 @@ impl Harness {
     }
 
     async fn received(&self, method: &str, path: &str) -> usize {
-        let requests = self.mock.received_requests().await.unwrap_or_default();
-        requests.iter().filter(|r| r.method.as_str() == method && r.url.path() == path).count()
+        common::requests_to(&self.mock, method, path).await
+    }
+
+    fn lookup_path(payment: &pb::Payment) -> String {
+        format!("/api/v1/payments/apm/info/{}", payment.provider_checkout_id)
     }
 
     async fn lookups(&self, payment: &pb::Payment) -> usize {
-        self.received("GET", &format!("/api/v1/payments/apm/info/{}", payment.provider_checkout_id)).await
+        self.received("GET", &Self::lookup_path(payment)).await
     }
 
     async fn wait_for_lookups(&self, payment: &pb::Payment, n: usize) {
-        for _ in 0..100 {
-            if self.lookups(payment).await >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("expected {n} status lookups, got {}", self.lookups(payment).await);
+        common::wait_for_requests(&self.mock, "GET", &Self::lookup_path(payment), n).await;
     }
 
     /// Waits until the payment (changed by a background lookup) has `want`.
     async fn wait_for_status(&self, id: &str, want: PaymentStatus) -> pb::Payment {
-        let mut p = self.app.get_payment(id).await;
-        for _ in 0..100 {
-            if p.status() == want {
-                return p;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            p = self.app.get_payment(id).await;
-        }
-        panic!("expected {want:?}, got {:?}", p.status());
+        let p = self.app.wait_for_status(id, want).await;
+        assert_eq!(p.status(), want, "expected {want:?}, got {:?}", p.status());
+        p
     }
 
     async fn post_callback(&self, body: &str, checksum: &str) -> reqwest::Response {
-        self.app
-            .client
-            .post(format!("{}/callbacks/exirom/default", self.app.http))
-            .header("content-type", "application/json")
-            .header("X-Checksum", checksum)
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("callback POST")
+        let headers = [("content-type", "application/json"), ("X-Checksum", checksum)];
+        self.app.post_raw_callback("exirom/default", &headers, body).await
     }
 
     async fn verify(&self, body: &str, checksum: &str) -> Result<pb::VerifyCallbackResponse, tonic::Status> {
-        let mut headers = HashMap::new();
-        headers.insert("x-CHECKSUM".to_owned(), checksum.to_owned());
-        headers.insert("Content-Type".to_owned(), "application/json".to_owned());
-        let request = pb::VerifyCallbackRequest {
-            provider: "exirom".into(),
-            account: "default".into(),
-            body: body.as_bytes().to_vec(),
-            headers,
-            query: String::new(),
-        };
-        self.app.grpc.clone().verify_callback(request).await.map(tonic::Response::into_inner)
+        self.app.verify_raw("exirom", &[("x-CHECKSUM", checksum), ("Content-Type", "application/json")], body).await
     }
 
     async fn refresh(&self, id: &str) -> Result<pb::Payment, tonic::Status> {
@@ -586,10 +560,7 @@ async fn a_create_that_times_out_is_provider_timeout() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
         .mount(&mock)
         .await;
-    let ctx = ProviderContext {
-        public_base_url: "http://127.0.0.1:9".into(),
-        client: reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap(),
-    };
+    let ctx = common::short_timeout_context();
     let adapter = Exirom::new("default", &account(format!("{}/api", mock.uri())), &ctx).unwrap();
     let app = spawn_app_with(|_| {}, vec![Arc::new(adapter)]).await;
     let request = pb::CreateCheckoutRequest {
@@ -599,11 +570,7 @@ async fn a_create_that_times_out_is_provider_timeout() {
         payment_methods: vec!["expay".into()],
         ..Default::default()
     };
-    let started = std::time::Instant::now();
-    let status = app.grpc.clone().create_checkout(request).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(4));
-    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
-    assert_eq!(error_info(&status).0, "PROVIDER_TIMEOUT");
+    common::assert_create_times_out(&app, request).await;
 }
 
 /// A create that timed out leaves the payment without a transaction id. A genuine callback still
@@ -1058,14 +1025,7 @@ async fn shopper_returns_redirect_and_look_the_transaction_up() {
         assert_eq!(r.headers()["location"], "https://shop.example/return?order=1");
     }
     h.wait_for_lookups(&payment, 1).await;
-    let mut p = h.app.get_payment(&payment.id).await;
-    for _ in 0..50 {
-        if p.status() == PaymentStatus::Succeeded {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        p = h.app.get_payment(&payment.id).await;
-    }
+    let p = h.app.wait_for_status(&payment.id, PaymentStatus::Succeeded).await;
     assert_eq!(p.status(), PaymentStatus::Succeeded, "the lookup, not the browser, paid it");
     assert_eq!(h.lookups(&payment).await, 1, "rate-limited");
 }

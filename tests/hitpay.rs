@@ -5,14 +5,13 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{TestApp, error_info, spawn_app_with};
 use paygate::config::HitpayAccount;
 use paygate::pb::{self, PaymentStatus};
-use paygate::providers::ProviderContext;
 use paygate::providers::hitpay::HitPay;
 use paygate::providers::signature::hmac_sha256_hex;
 use serde_json::{Value, json};
@@ -365,56 +364,29 @@ impl Harness {
             .await;
     }
 
+    fn lookup_path(payment: &pb::Payment) -> String {
+        format!("/v1/payment-requests/{}", payment.provider_checkout_id)
+    }
+
     async fn lookups(&self, payment: &pb::Payment) -> usize {
-        let path = format!("/v1/payment-requests/{}", payment.provider_checkout_id);
-        let requests = self.mock.received_requests().await.unwrap_or_default();
-        requests.iter().filter(|r| r.method.as_str() == "GET" && r.url.path() == path).count()
+        common::requests_to(&self.mock, "GET", &Self::lookup_path(payment)).await
     }
 
     async fn wait_for_lookups(&self, payment: &pb::Payment, n: usize) {
-        for _ in 0..100 {
-            if self.lookups(payment).await >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("expected {n} status lookups, got {}", self.lookups(payment).await);
+        common::wait_for_requests(&self.mock, "GET", &Self::lookup_path(payment), n).await;
     }
 
     async fn wait_for_status(&self, id: &str, status: PaymentStatus) -> pb::Payment {
-        let mut p = self.app.get_payment(id).await;
-        for _ in 0..100 {
-            if p.status() == status {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            p = self.app.get_payment(id).await;
-        }
-        p
+        self.app.wait_for_status(id, status).await
     }
 
     async fn post_webhook(&self, body: &str) -> reqwest::Response {
-        self.app
-            .client
-            .post(format!("{}/callbacks/hitpay/default", self.app.http))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("webhook POST")
+        let headers = [("content-type", "application/x-www-form-urlencoded")];
+        self.app.post_raw_callback("hitpay/default", &headers, body).await
     }
 
     async fn verify(&self, body: &str) -> Result<pb::VerifyCallbackResponse, tonic::Status> {
-        let mut headers = HashMap::new();
-        headers.insert("Content-Type".to_owned(), "application/x-www-form-urlencoded".to_owned());
-        let request = pb::VerifyCallbackRequest {
-            provider: "hitpay".into(),
-            account: "default".into(),
-            body: body.as_bytes().to_vec(),
-            headers,
-            query: String::new(),
-        };
-        self.app.grpc.clone().verify_callback(request).await.map(tonic::Response::into_inner)
+        self.app.verify_raw("hitpay", &[("Content-Type", "application/x-www-form-urlencoded")], body).await
     }
 
     async fn refresh(&self, id: &str) -> Result<pb::Payment, tonic::Status> {
@@ -590,10 +562,7 @@ async fn a_create_that_times_out_is_provider_timeout() {
         salt: SALT.into(),
         ..Default::default()
     };
-    let ctx = ProviderContext {
-        public_base_url: "http://127.0.0.1:9".into(),
-        client: reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap(),
-    };
+    let ctx = common::short_timeout_context();
     let adapter = HitPay::new("default", &account, &ctx).unwrap();
     let app = spawn_app_with(|_| {}, vec![Arc::new(adapter)]).await;
     let request = pb::CreateCheckoutRequest {
@@ -602,11 +571,7 @@ async fn a_create_that_times_out_is_provider_timeout() {
         amount: Some(pb::Money { amount_minor: AMOUNT, currency: "SGD".into() }),
         ..Default::default()
     };
-    let started = std::time::Instant::now();
-    let status = app.grpc.clone().create_checkout(request).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(4));
-    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
-    assert_eq!(error_info(&status).0, "PROVIDER_TIMEOUT");
+    common::assert_create_times_out(&app, request).await;
 }
 
 // ---------------------------------------------------------------------------------------------

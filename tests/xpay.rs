@@ -3,14 +3,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{TestApp, error_info, spawn_app_with};
 use paygate::config::XpayAccount;
 use paygate::pb::{self, PaymentStatus};
-use paygate::providers::ProviderContext;
 use paygate::providers::signature::sign_timestamped;
 use paygate::providers::xpay::XPay;
 use serde_json::{Value, json};
@@ -218,20 +216,18 @@ impl Harness {
 
     /// Requests XPay received for `method path`.
     async fn received(&self, method: &str, path: &str) -> usize {
-        let requests = self.mock.received_requests().await.unwrap_or_default();
-        requests.iter().filter(|r| r.method.as_str() == method && r.url.path() == path).count()
+        common::requests_to(&self.mock, method, path).await
     }
 
     /// Waits (up to 5 s) until XPay received `n` status lookups of `payment`'s session.
     async fn wait_for_lookups(&self, payment: &pb::Payment, n: usize) {
-        let path = format!("/checkout/sessions/{}", payment.provider_checkout_id);
-        for _ in 0..100 {
-            if self.received("GET", &path).await >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("expected {n} status lookups of {path}, got {}", self.received("GET", &path).await);
+        common::wait_for_requests(
+            &self.mock,
+            "GET",
+            &format!("/checkout/sessions/{}", payment.provider_checkout_id),
+            n,
+        )
+        .await;
     }
 
     async fn lookups(&self, payment: &pb::Payment) -> usize {
@@ -239,29 +235,12 @@ impl Harness {
     }
 
     async fn post_webhook(&self, body: &str, signature: &str) -> reqwest::Response {
-        self.app
-            .client
-            .post(format!("{}/callbacks/xpay/default", self.app.http))
-            .header("content-type", "application/json")
-            .header("XPay-Signature", signature)
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("webhook POST")
+        let headers = [("content-type", "application/json"), ("XPay-Signature", signature)];
+        self.app.post_raw_callback("xpay/default", &headers, body).await
     }
 
     async fn verify(&self, body: &str, signature: &str) -> Result<pb::VerifyCallbackResponse, tonic::Status> {
-        let mut headers = HashMap::new();
-        headers.insert("xpay-SIGNATURE".to_owned(), signature.to_owned());
-        headers.insert("Content-Type".to_owned(), "application/json".to_owned());
-        let request = pb::VerifyCallbackRequest {
-            provider: "xpay".into(),
-            account: "default".into(),
-            body: body.as_bytes().to_vec(),
-            headers,
-            query: String::new(),
-        };
-        self.app.grpc.clone().verify_callback(request).await.map(tonic::Response::into_inner)
+        self.app.verify_raw("xpay", &[("xpay-SIGNATURE", signature), ("Content-Type", "application/json")], body).await
     }
 }
 
@@ -449,10 +428,7 @@ async fn a_create_that_times_out_is_provider_timeout() {
         webhook_secrets: vec![SECRET.into()],
         ..Default::default()
     };
-    let ctx = ProviderContext {
-        public_base_url: "http://127.0.0.1:9".into(),
-        client: reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap(),
-    };
+    let ctx = common::short_timeout_context();
     let adapter = XPay::new("default", &account, &ctx).unwrap();
     let app = spawn_app_with(|_| {}, vec![Arc::new(adapter)]).await;
     let request = pb::CreateCheckoutRequest {
@@ -461,11 +437,7 @@ async fn a_create_that_times_out_is_provider_timeout() {
         amount: Some(pb::Money { amount_minor: AMOUNT, currency: "EGP".into() }),
         ..Default::default()
     };
-    let started = std::time::Instant::now();
-    let status = app.grpc.clone().create_checkout(request).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(4));
-    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
-    assert_eq!(error_info(&status).0, "PROVIDER_TIMEOUT");
+    common::assert_create_times_out(&app, request).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -602,14 +574,7 @@ async fn stale_webhooks_are_refused_but_the_lookup_still_pays() {
     assert_eq!(error_info(&status).0, "SIGNATURE_EXPIRED");
 
     h.wait_for_lookups(&payment, 1).await;
-    let mut paid = h.app.get_payment(&payment.id).await;
-    for _ in 0..50 {
-        if paid.status() == PaymentStatus::Succeeded {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        paid = h.app.get_payment(&payment.id).await;
-    }
+    let paid = h.app.wait_for_status(&payment.id, PaymentStatus::Succeeded).await;
     assert_eq!(paid.status(), PaymentStatus::Succeeded);
     assert_eq!(paid.provider_payment_id, format!("pi_{}", &payment.id[4..]));
     assert_eq!(h.lookups(&payment).await, 1);
@@ -675,14 +640,7 @@ async fn other_event_types_change_nothing_and_schedule_one_lookup() {
     let response = h.verify(&body, &signed(SECRET, &body)).await.unwrap();
     assert!(!response.status_changed && !response.duplicate);
     h.wait_for_lookups(&second, 1).await;
-    let mut p = h.app.get_payment(&second.id).await;
-    for _ in 0..50 {
-        if p.status() == PaymentStatus::Expired {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        p = h.app.get_payment(&second.id).await;
-    }
+    let p = h.app.wait_for_status(&second.id, PaymentStatus::Expired).await;
     assert_eq!(p.status(), PaymentStatus::Expired, "the lookup, not the body, moved it");
     assert_eq!(h.lookups(&payment).await, 1);
 }
@@ -724,14 +682,7 @@ async fn a_completed_event_with_another_status_changes_nothing_and_schedules_one
     assert!(!response.status_changed && !response.duplicate);
     assert_eq!(response.payment.unwrap().status(), PaymentStatus::Pending);
     h.wait_for_lookups(&second, 1).await;
-    let mut p = h.app.get_payment(&second.id).await;
-    for _ in 0..50 {
-        if p.status() == PaymentStatus::Succeeded {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        p = h.app.get_payment(&second.id).await;
-    }
+    let p = h.app.wait_for_status(&second.id, PaymentStatus::Succeeded).await;
     assert_eq!(p.status(), PaymentStatus::Succeeded, "the lookup, not the body, decided");
     assert_eq!(h.lookups(&second).await, 1);
 }

@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{TestApp, error_info, spawn_app_with};
 use paygate::config::XstakAccount;
 use paygate::pb::{self, PaymentStatus};
-use paygate::providers::ProviderContext;
 use paygate::providers::signature::hmac_sha256_hex;
 use paygate::providers::xstak::Xstak;
 use serde_json::{Value, json};
@@ -275,46 +273,28 @@ impl Harness {
     }
 
     async fn received(&self, method: &str, path: &str) -> usize {
-        let requests = self.mock.received_requests().await.unwrap_or_default();
-        requests.iter().filter(|r| r.method.as_str() == method && r.url.path() == path).count()
+        common::requests_to(&self.mock, method, path).await
+    }
+
+    fn lookup_path(payment: &pb::Payment) -> String {
+        format!("/public/v1/payment/intent/{}", payment.provider_checkout_id)
     }
 
     async fn lookups(&self, payment: &pb::Payment) -> usize {
-        self.received("GET", &format!("/public/v1/payment/intent/{}", payment.provider_checkout_id)).await
+        self.received("GET", &Self::lookup_path(payment)).await
     }
 
     async fn wait_for_lookups(&self, payment: &pb::Payment, n: usize) {
-        for _ in 0..100 {
-            if self.lookups(payment).await >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("expected {n} status lookups, got {}", self.lookups(payment).await);
+        common::wait_for_requests(&self.mock, "GET", &Self::lookup_path(payment), n).await;
     }
 
     async fn wait_for_status(&self, payment: &pb::Payment, status: PaymentStatus) -> pb::Payment {
-        let mut p = self.app.get_payment(&payment.id).await;
-        for _ in 0..50 {
-            if p.status() == status {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            p = self.app.get_payment(&payment.id).await;
-        }
-        p
+        self.app.wait_for_status(&payment.id, status).await
     }
 
     async fn post_webhook_as(&self, header_name: &str, body: &str, signature: &str) -> reqwest::Response {
-        self.app
-            .client
-            .post(format!("{}/callbacks/xstak/default", self.app.http))
-            .header("content-type", "application/json")
-            .header(header_name, signature)
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("webhook POST")
+        let headers = [("content-type", "application/json"), (header_name, signature)];
+        self.app.post_raw_callback("xstak/default", &headers, body).await
     }
 
     async fn post_webhook(&self, body: &str, signature: &str) -> reqwest::Response {
@@ -322,17 +302,7 @@ impl Harness {
     }
 
     async fn verify(&self, body: &str, signature: &str) -> Result<pb::VerifyCallbackResponse, tonic::Status> {
-        let mut headers = HashMap::new();
-        headers.insert("X-Signature".to_owned(), signature.to_owned());
-        headers.insert("Content-Type".to_owned(), "application/json".to_owned());
-        let request = pb::VerifyCallbackRequest {
-            provider: "xstak".into(),
-            account: "default".into(),
-            body: body.as_bytes().to_vec(),
-            headers,
-            query: String::new(),
-        };
-        self.app.grpc.clone().verify_callback(request).await.map(tonic::Response::into_inner)
+        self.app.verify_raw("xstak", &[("X-Signature", signature), ("Content-Type", "application/json")], body).await
     }
 
     async fn refresh(&self, id: &str) -> Result<pb::Payment, tonic::Status> {
@@ -504,10 +474,7 @@ async fn a_create_that_times_out_is_provider_timeout() {
         webhook_secret: WEBHOOK_SECRET.into(),
         ..Default::default()
     };
-    let ctx = ProviderContext {
-        public_base_url: "http://127.0.0.1:9".into(),
-        client: reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap(),
-    };
+    let ctx = common::short_timeout_context();
     let adapter = Xstak::new("default", &account, &ctx).unwrap();
     let app = spawn_app_with(|_| {}, vec![Arc::new(adapter)]).await;
     let request = pb::CreateCheckoutRequest {
@@ -516,11 +483,7 @@ async fn a_create_that_times_out_is_provider_timeout() {
         amount: Some(pb::Money { amount_minor: AMOUNT, currency: "PKR".into() }),
         ..Default::default()
     };
-    let started = std::time::Instant::now();
-    let status = app.grpc.clone().create_checkout(request).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(4));
-    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
-    assert_eq!(error_info(&status).0, "PROVIDER_TIMEOUT");
+    common::assert_create_times_out(&app, request).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -201,6 +201,46 @@ impl TestApp {
             .expect("callback request")
     }
 
+    /// Waits (up to 5 s) until the payment has `status` (changed in the background, e.g. by a
+    /// scheduled lookup); returns it as last read, for the caller to assert on.
+    pub async fn wait_for_status(&self, id: &str, status: pb::PaymentStatus) -> pb::Payment {
+        let mut payment = self.get_payment(id).await;
+        for _ in 0..100 {
+            if payment.status() == status {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            payment = self.get_payment(id).await;
+        }
+        payment
+    }
+
+    /// POSTs a callback body with `headers` to `/callbacks/{path}` (`provider/account`).
+    pub async fn post_raw_callback(&self, path: &str, headers: &[(&str, &str)], body: &str) -> reqwest::Response {
+        let mut request = self.client.post(format!("{}/callbacks/{path}", self.http)).body(body.to_owned());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("callback POST")
+    }
+
+    /// VerifyCallback for `provider`'s default account with `headers` (names as given) and `body`.
+    pub async fn verify_raw(
+        &self,
+        provider: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<pb::VerifyCallbackResponse, tonic::Status> {
+        let request = pb::VerifyCallbackRequest {
+            provider: provider.into(),
+            account: "default".into(),
+            body: body.as_bytes().to_vec(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            query: String::new(),
+        };
+        self.grpc.clone().verify_callback(request).await.map(tonic::Response::into_inner)
+    }
+
     /// Number of rows in a table (assertions on audit and event logs).
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&self.db).await.expect("count query")
@@ -235,4 +275,39 @@ pub async fn press(app: &TestApp, payment_id: &str, action: &str) -> reqwest::Re
         .send()
         .await
         .expect("page POST")
+}
+
+/// How many `method path` requests a mock provider received.
+pub async fn requests_to(mock: &wiremock::MockServer, method: &str, path: &str) -> usize {
+    let requests = mock.received_requests().await.unwrap_or_default();
+    requests.iter().filter(|r| r.method.as_str() == method && r.url.path() == path).count()
+}
+
+/// Waits (up to 5 s) until a mock provider received at least `n` `method path` requests.
+pub async fn wait_for_requests(mock: &wiremock::MockServer, method: &str, path: &str, n: usize) {
+    for _ in 0..100 {
+        if requests_to(mock, method, path).await >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("expected {n} {method} {path} requests, got {}", requests_to(mock, method, path).await);
+}
+
+/// A provider context whose HTTP client gives up after 300 ms, for create-timeout tests (the
+/// shared client waits 15 s); pass the adapter built with it to [`spawn_app_with`].
+pub fn short_timeout_context() -> paygate::providers::ProviderContext {
+    paygate::providers::ProviderContext {
+        public_base_url: "http://127.0.0.1:9".into(),
+        client: reqwest::Client::builder().timeout(Duration::from_millis(300)).build().expect("client"),
+    }
+}
+
+/// Asserts that `request` fails quickly with DEADLINE_EXCEEDED / PROVIDER_TIMEOUT.
+pub async fn assert_create_times_out(app: &TestApp, request: pb::CreateCheckoutRequest) {
+    let started = std::time::Instant::now();
+    let status = app.grpc.clone().create_checkout(request).await.expect_err("create must time out");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+    assert_eq!(error_info(&status).0, "PROVIDER_TIMEOUT");
 }
