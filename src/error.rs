@@ -33,6 +33,10 @@ pub enum ApiError {
     ProviderUnavailable,
     #[error("provider timed out")]
     ProviderTimeout,
+    /// A create the provider may have acted on: the payment is checked at the provider and the
+    /// idempotency key keeps this answer; a new attempt needs a new key.
+    #[error("the provider may have opened a checkout; the payment is being checked; retry with a new idempotency key")]
+    ProviderOutcomeUnknown { payment_id: String },
     #[error("another request with this idempotency key is still in progress")]
     IdempotencyInProgress,
     #[error("after_sequence is older than the retained events")]
@@ -67,6 +71,7 @@ impl ApiError {
             Self::ProviderRejected { .. } => "PROVIDER_REJECTED",
             Self::ProviderUnavailable => "PROVIDER_UNAVAILABLE",
             Self::ProviderTimeout => "PROVIDER_TIMEOUT",
+            Self::ProviderOutcomeUnknown { .. } => "PROVIDER_OUTCOME_UNKNOWN",
             Self::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
             Self::SequenceExpired { .. } => "SEQUENCE_EXPIRED",
             Self::SequenceAhead { .. } => "SEQUENCE_AHEAD",
@@ -83,7 +88,7 @@ impl ApiError {
             Self::IdempotencyKeyReused { .. } => Code::AlreadyExists,
             Self::SignatureInvalid | Self::SignatureExpired => Code::PermissionDenied,
             Self::AmountMismatch { .. } => Code::FailedPrecondition,
-            Self::ProviderUnavailable => Code::Unavailable,
+            Self::ProviderUnavailable | Self::ProviderOutcomeUnknown { .. } => Code::Unavailable,
             Self::ProviderTimeout => Code::DeadlineExceeded,
             Self::IdempotencyInProgress => Code::Aborted,
             Self::SequenceExpired { .. } | Self::SequenceAhead { .. } => Code::OutOfRange,
@@ -96,7 +101,9 @@ impl ApiError {
     fn metadata(&self) -> Vec<(&'static str, String)> {
         match self {
             Self::InvalidField { field, .. } => vec![("field", field.clone())],
-            Self::IdempotencyKeyReused { payment_id } | Self::AmountMismatch { payment_id } => {
+            Self::IdempotencyKeyReused { payment_id }
+            | Self::AmountMismatch { payment_id }
+            | Self::ProviderOutcomeUnknown { payment_id } => {
                 vec![("payment_id", payment_id.clone())]
             }
             Self::ProviderRejected { provider_code, .. } => vec![("provider_code", provider_code.clone())],
@@ -118,7 +125,7 @@ impl ApiError {
             // An amount mismatch is recorded and answered 200 by the ingress itself.
             Self::AmountMismatch { .. } => 200,
             Self::ProviderRejected { .. } => 422,
-            Self::ProviderUnavailable => 503,
+            Self::ProviderUnavailable | Self::ProviderOutcomeUnknown { .. } => 503,
             Self::ProviderTimeout => 504,
             Self::Unimplemented => 501,
             Self::Internal(_) => 500,
@@ -176,6 +183,7 @@ mod tests {
             (ApiError::ProviderRejected { provider_code: "c".into() }, Code::InvalidArgument, 422),
             (ApiError::ProviderUnavailable, Code::Unavailable, 503),
             (ApiError::ProviderTimeout, Code::DeadlineExceeded, 504),
+            (ApiError::ProviderOutcomeUnknown { payment_id: "p".into() }, Code::Unavailable, 503),
         ];
         for (e, code, http) in rows {
             assert_eq!(e.http_status(), http, "{e:?}");

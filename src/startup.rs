@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::config::{EventsConfig, ProviderSection};
-use crate::gateway::{Gateway, run_expiry_sweeper};
+use crate::gateway::{Gateway, run_check_worker};
 use crate::grpc::PaymentApi;
 use crate::http::{HttpState, router};
 use crate::pb::payment_service_server::PaymentServiceServer;
@@ -24,9 +24,6 @@ use crate::providers::xstak::Xstak;
 use crate::providers::{Provider, ProviderContext, Registry};
 use crate::store::{Store, settings};
 use crate::watch::Hub;
-
-/// How often open payments past `expires_at` are expired.
-const EXPIRY_INTERVAL: Duration = Duration::from_secs(30);
 
 /// A built, bound, not yet running application.
 pub struct Application {
@@ -74,7 +71,7 @@ impl Application {
         let stop = CancellationToken::new();
         let hub = Hub::start(&store, config.events.stream_pool_size, config.events.stream_buffer, stop.clone()).await?;
         Ok(Self {
-            gateway: Gateway::new(store, registry),
+            gateway: Gateway::new(store, registry, config.reconciler.clone()),
             grpc_listener,
             http_listener,
             public_base_url,
@@ -142,7 +139,9 @@ impl Application {
         let http_state = HttpState { gateway: self.gateway.clone(), client: self.client };
         let http = axum::serve(self.http_listener, router(http_state))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let sweeper = tokio::spawn(run_expiry_sweeper(self.gateway.clone(), EXPIRY_INTERVAL, shutdown.clone()));
+        // Provider checks (lookups, retries, expiry) are rows in Postgres; this replica's worker
+        // runs its share of them until shutdown.
+        let checker = tokio::spawn(run_check_worker(self.gateway.clone(), shutdown.clone()));
         let pruner =
             tokio::spawn(run_event_pruner(self.gateway.store().clone(), self.events.clone(), shutdown.clone()));
         // Streams end as soon as shutdown starts, so clients resume on another replica and the
@@ -158,14 +157,17 @@ impl Application {
         let mut http = tokio::spawn(async move { http.await });
         // A server that stops on its own (bind lost, accept error) takes the process down with it,
         // rather than leaving it half-served behind a green readiness probe.
+        // `biased`: once shutdown has started, the servers ending is the drain, never an error
+        // (without it the select could pick a server that just finished and exit 1).
         let early_exit = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => None,
             r = &mut grpc => Some(("gRPC", r.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)))),
             r = &mut http => Some(("HTTP", r.map_err(anyhow::Error::from).and_then(|r| r.map_err(anyhow::Error::from)))),
         };
         if let Some((which, result)) = early_exit {
             shutdown.cancel();
-            sweeper.abort();
+            checker.abort();
             pruner.abort();
             grpc.abort();
             http.abort();
@@ -180,7 +182,7 @@ impl Application {
             anyhow::Ok(())
         })
         .await;
-        sweeper.abort();
+        let _ = tokio::time::timeout(Duration::from_secs(6), checker).await;
         pruner.abort();
         self.stop.cancel();
         match drained {

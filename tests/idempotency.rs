@@ -14,7 +14,7 @@ use common::{error_info, spawn_app, spawn_app_with};
 use paygate::domain::{Payment, StatusReport};
 use paygate::pb::{self, PaymentStatus};
 use paygate::providers::{
-    CallbackError, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderError, RawCallback, VerifiedCallback,
+    CallbackError, CallbackReport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderError, RawCallback, VerifiedCallback,
 };
 
 /// A provider double registered as `xpay`: answers create calls from a script, counts them, can
@@ -65,11 +65,11 @@ impl Provider for Scripted {
             dedupe_key: format!("{}:{}", form["payment_id"], form["status"]),
             event_id: "scripted".into(),
             payment: PaymentRef::Id(form["payment_id"].clone()),
-            report: StatusReport {
+            report: CallbackReport::Apply(StatusReport {
                 status: form["status"].parse().ok(),
                 amount: Some((1234, "USD".into())),
                 ..Default::default()
-            },
+            }),
         })
     }
 }

@@ -1,5 +1,6 @@
-//! Shopper returns and browser-delivered callbacks: redirects to the caller's pages, refreshes
-//! scheduled (rate-limited), and nothing changed by an untrusted browser post.
+//! Shopper returns and browser-delivered callbacks: redirects to the caller's pages, provider
+//! checks queued (untrusted triggers deferred, never dropped), and nothing changed by an
+//! untrusted browser post.
 
 mod common;
 
@@ -12,7 +13,7 @@ use common::spawn_app_with;
 use paygate::domain::{Payment, PaymentStatus as Status, StatusReport};
 use paygate::pb::PaymentStatus;
 use paygate::providers::{
-    CallbackError, CallbackTransport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderError,
+    CallbackError, CallbackReport, CallbackTransport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderError,
     RawCallback, VerifiedCallback,
 };
 
@@ -49,12 +50,25 @@ impl Provider for BrowserDouble {
             dedupe_key: format!("{}:{}", form["payment_id"], form["status"]),
             event_id: "browser".into(),
             payment: PaymentRef::Id(form["payment_id"].clone()),
-            report: StatusReport { status, ..Default::default() },
+            report: CallbackReport::Apply(StatusReport { status, ..Default::default() }),
         })
     }
     fn callback_transport(&self) -> CallbackTransport {
         CallbackTransport::Browser
     }
+}
+
+/// The payment's check is queued about 10 s after its last lookup started (not leased, not dropped).
+async fn assert_deferred(app: &common::TestApp, payment_id: &str) {
+    let (due_in, leased): (f64, bool) = sqlx::query_as(
+        "SELECT EXTRACT(EPOCH FROM due_at - last_checked_at)::float8, leased_until IS NOT NULL          FROM provider_checks WHERE payment_id = $1",
+    )
+    .bind(payment_id)
+    .fetch_one(&app.db)
+    .await
+    .expect("a queued check");
+    assert!(!leased);
+    assert!((9.0..=10.5).contains(&due_in), "due {due_in} s after the last check");
 }
 
 async fn wait_for(mut check: impl AsyncFnMut() -> bool) {
@@ -89,10 +103,11 @@ async fn browser_callbacks_redirect_and_never_trust_a_bad_post() {
     wait_for(async || double.lookups.load(Ordering::SeqCst) == 1).await;
     wait_for(async || app.get_payment(&payment.id).await.status() == PaymentStatus::Processing).await;
     assert_ne!(app.get_payment(&payment.id).await.status(), PaymentStatus::Succeeded);
-    // A second forged post inside the rate-limit window schedules no further lookup.
+    // A second forged post right after the lookup is deferred to 10 s after it: queued, not run now.
     assert_eq!(post(format!("payment_id={}&status=succeeded&sig=bad", payment.id)).await.unwrap().status(), 303);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(double.lookups.load(Ordering::SeqCst), 1);
+    assert_deferred(&app, &payment.id).await;
 
     // Genuine cancel: applied, then 303 to cancel_url.
     let r = post(format!("payment_id={}&status=cancelled&sig=good", payment.id)).await.unwrap();
@@ -125,7 +140,12 @@ async fn shopper_return_redirects_and_schedules_a_refresh() {
     let r = app.client.get(format!("{}/return/eximpe/{}?outcome=cancel", app.http, payment.id)).send().await.unwrap();
     assert_eq!(r.headers()["location"], "https://shop.example/cancel");
     wait_for(async || app.get_payment(&payment.id).await.status() == PaymentStatus::Processing).await;
-    assert_eq!(double.lookups.load(Ordering::SeqCst), 1, "rate-limited to one lookup");
+    // One more return right after the lookup: deferred (queued for 10 s after it), not dropped.
+    let r = app.client.get(format!("{}/return/eximpe/{}", app.http, payment.id)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(double.lookups.load(Ordering::SeqCst), 1, "one lookup now");
+    assert_deferred(&app, &payment.id).await;
 
     for url in [
         format!("{}/return/sandbox/{}", app.http, payment.id),

@@ -126,8 +126,10 @@ async fn expiry_sweep_expires_open_payments_only() {
     let paid = app.create_payment("exp-paid").await;
     callback(&app, "paid", &paid.id, "succeeded").await;
     sqlx::query("UPDATE payments SET expires_at = now() - interval '1 minute'").execute(&app.db).await.unwrap();
+    sqlx::query("UPDATE provider_checks SET due_at = now()").execute(&app.db).await.unwrap();
 
-    assert_eq!(app.gateway.expire_due().await.unwrap(), 1);
+    // The sandbox has no lookup: its expiry check expires locally; the paid one's check ends.
+    app.gateway.run_due_checks().await.unwrap();
     let expired = app.get_payment(&open.id).await;
     assert_eq!(expired.status(), PaymentStatus::Expired);
     assert_eq!(app.get_payment(&paid.id).await.status(), PaymentStatus::Succeeded);
@@ -138,7 +140,9 @@ async fn expiry_sweep_expires_open_payments_only() {
         .await
         .unwrap();
     assert_eq!(source, "expiry");
-    assert_eq!(app.gateway.expire_due().await.unwrap(), 0);
+    assert_eq!(app.gateway.metrics().events("sandbox", "local_expiry"), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM provider_checks").await, 0, "nothing left to check");
+    assert_eq!(app.gateway.run_due_checks().await.unwrap(), 0);
     // A verified late success still wins over expiry.
     assert!(callback(&app, "late", &open.id, "succeeded").await.status_changed);
 }

@@ -42,3 +42,21 @@ pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         NativeOrText::Text(s) => s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
     })
 }
+
+/// A list of scalars given natively or as comma-separated text.
+pub fn list_of<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + FromStr,
+    T::Err: Display,
+{
+    match NativeOrText::<Vec<T>>::deserialize(d)? {
+        NativeOrText::Native(v) => Ok(v),
+        NativeOrText::Text(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|item| item.parse().map_err(|e| D::Error::custom(format!("`{item}`: {e}"))))
+            .collect(),
+    }
+}

@@ -17,7 +17,60 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub providers: ProvidersConfig,
     pub events: EventsConfig,
+    pub reconciler: ReconcilerConfig,
     pub telemetry: TelemetryConfig,
+}
+
+/// The durable provider-check queue: when open payments are checked at their provider, how
+/// failures back off, and how hard each provider account may be asked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcilerConfig {
+    /// Checks of an open payment, in seconds after its creation; then hourly until `expires_at`.
+    #[serde(deserialize_with = "lenient::list_of")]
+    pub schedule_secs: Vec<u64>,
+    /// First retry delay after a failed check; doubles per failure, with jitter.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub backoff_initial_ms: u64,
+    /// Longest retry delay.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub backoff_max_secs: u64,
+    /// How long past `expires_at` a payment the provider reports as processing (or that cannot
+    /// be looked up) stays open before it is EXPIRED with `RECONCILIATION_FAILED`.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub grace_secs: u64,
+    /// Checks in flight at once per provider account, per replica.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub check_concurrency: u32,
+    /// Checks started per second per provider account, per replica.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub check_rate_per_sec: u32,
+    /// How long a worker holds a claimed check; past it (the worker died) the check is due again.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub lease_secs: u64,
+    /// How often each replica looks for due checks (new local needs wake it at once).
+    #[serde(deserialize_with = "lenient::parse")]
+    pub poll_interval_ms: u64,
+    /// Checks caused by untrusted triggers (shopper returns, unsigned callbacks) are deferred to
+    /// at least this long after the payment's previous check.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub untrusted_min_interval_secs: u64,
+}
+
+impl Default for ReconcilerConfig {
+    fn default() -> Self {
+        Self {
+            schedule_secs: vec![60, 300, 900, 3600],
+            backoff_initial_ms: 1000,
+            backoff_max_secs: 300,
+            grace_secs: 86_400,
+            check_concurrency: 4,
+            check_rate_per_sec: 5,
+            lease_secs: 60,
+            poll_interval_ms: 1000,
+            untrusted_min_interval_secs: 10,
+        }
+    }
 }
 
 /// The payment event log and its status streams.
@@ -456,6 +509,22 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             errors.push("database.max_connections: must be at least 1".into());
+        }
+        let r = &self.reconciler;
+        if r.schedule_secs.is_empty() || r.schedule_secs.windows(2).any(|w| w[0] >= w[1]) {
+            errors.push("reconciler.schedule_secs: one or more increasing numbers of seconds".into());
+        }
+        for (key, value) in [
+            ("reconciler.backoff_initial_ms", r.backoff_initial_ms),
+            ("reconciler.backoff_max_secs", r.backoff_max_secs),
+            ("reconciler.check_concurrency", u64::from(r.check_concurrency)),
+            ("reconciler.check_rate_per_sec", u64::from(r.check_rate_per_sec)),
+            ("reconciler.lease_secs", r.lease_secs),
+            ("reconciler.poll_interval_ms", r.poll_interval_ms),
+        ] {
+            if value == 0 {
+                errors.push(format!("{key}: must be at least 1"));
+            }
         }
         for (provider, accounts) in self.account_names() {
             for name in accounts {

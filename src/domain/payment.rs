@@ -80,11 +80,16 @@ pub enum Outcome {
 }
 
 impl Payment {
+    /// Whether a reported amount and currency differ from the payment's.
+    pub fn amount_differs(&self, (minor, currency): &(i64, String)) -> bool {
+        *minor != self.amount_minor || *currency != self.currency
+    }
+
     /// Decides what `report` does to this payment. A report whose amount differs never changes
     /// the status: it records `AMOUNT_MISMATCH` in the failure fields instead.
     pub fn apply(&self, report: &StatusReport) -> Outcome {
-        if let Some((minor, currency)) = &report.amount
-            && (*minor != self.amount_minor || currency != &self.currency)
+        if let Some(amount) = &report.amount
+            && self.amount_differs(amount)
         {
             let mut after = self.clone();
             after.failure_code = Some(AMOUNT_MISMATCH.into());
@@ -122,6 +127,11 @@ impl Payment {
                     }
                     PaymentStatus::Failed => {
                         after.failure_code = report.failure_code.clone().or_else(|| Some("PROVIDER_DECLINED".into()));
+                        after.failure_message.clone_from(&report.failure_message);
+                    }
+                    // E.g. RECONCILIATION_FAILED: expired without a provider answer.
+                    PaymentStatus::Expired if report.failure_code.is_some() => {
+                        after.failure_code.clone_from(&report.failure_code);
                         after.failure_message.clone_from(&report.failure_message);
                     }
                     _ => {}
@@ -224,6 +234,20 @@ mod tests {
         let mut full: BTreeMap<String, String> = (0..50).map(|i| (format!("k{i}"), "v".into())).collect();
         merge_provider_metadata(&mut full, &r.metadata);
         assert_eq!(full.len(), 50);
+    }
+
+    #[test]
+    fn expiry_records_a_failure_code_only_when_given() {
+        let plain = StatusReport { status: Some(PaymentStatus::Expired), ..Default::default() };
+        let Outcome::Change { after, .. } = payment(PaymentStatus::Pending).apply(&plain) else { panic!() };
+        assert_eq!(after.failure_code.as_deref(), Some("OLD"));
+        let failed = StatusReport {
+            status: Some(PaymentStatus::Expired),
+            failure_code: Some("RECONCILIATION_FAILED".into()),
+            ..Default::default()
+        };
+        let Outcome::Change { after, .. } = payment(PaymentStatus::Pending).apply(&failed) else { panic!() };
+        assert_eq!(after.failure_code.as_deref(), Some("RECONCILIATION_FAILED"));
     }
 
     #[test]

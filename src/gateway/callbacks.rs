@@ -3,10 +3,11 @@
 use chrono::Utc;
 
 use super::Gateway;
-use crate::domain::{Outcome, Payment, PaymentId, StatusReport};
+use crate::domain::{Outcome, Payment, PaymentId, PaymentStatus, StatusReport};
 use crate::error::ApiError;
 use crate::providers::signature::sha256_hex;
-use crate::providers::{CallbackTransport, PaymentRef, RawCallback};
+use crate::providers::{CallbackReport, CallbackTransport, PaymentRef, RawCallback};
+use crate::store::checks::CheckReason;
 use crate::store::callbacks;
 use crate::store::payments::{self, EventInfo};
 
@@ -43,21 +44,33 @@ impl Gateway {
                 let err = ApiError::from(e);
                 self.audit_rejected(provider, account, err.reason(), &digest, None).await;
                 if let Some(hint) = adapter.unverified_payment_hint(raw) {
-                    self.refresh_unverified_hint(provider, account, &hint).await;
+                    self.check_unverified_hint(provider, account, &hint).await;
                 }
                 return Err(err);
             }
         };
 
         let mut tx = self.store().begin().await?;
+        let mut adopt = None;
         let found = match &verified.payment {
-            PaymentRef::Id(id) => match PaymentId::parse(id) {
-                Some(id) => payments::lock(&mut tx, id.as_str()).await?,
-                None => None,
-            },
+            PaymentRef::Id(id) => lock_by_id(&mut tx, id).await?,
             PaymentRef::CheckoutId(checkout_id) => {
                 payments::lock_by_checkout_id(&mut tx, provider, checkout_id).await?
             }
+            PaymentRef::Both { id, checkout_id } => match payments::lock_by_checkout_id(&mut tx, provider, checkout_id)
+                .await?
+            {
+                Some(p) => Some(p),
+                // A payment whose create never returned the checkout id adopts the one the
+                // signed callback names; one with another checkout id is not this callback's.
+                None => match lock_by_id(&mut tx, id).await? {
+                    Some(p) if p.provider_checkout_id.is_none() => {
+                        adopt = Some(checkout_id.clone());
+                        Some(p)
+                    }
+                    _ => None,
+                },
+            },
         };
         let payment = match found {
             Some(p) if p.provider == provider && p.account == account && query_agrees(&*adapter, raw, &p) => p,
@@ -70,22 +83,40 @@ impl Gateway {
         };
         tracing::Span::current().record("payment_id", payment.id.as_str());
 
-        let report = &verified.report;
+        let occurred_at = match &verified.report {
+            CallbackReport::Apply(report) => report.occurred_at,
+            CallbackReport::LookUp { .. } => None,
+        };
         let info = |kind| EventInfo {
             kind,
             source: "callback",
             provider_event_id: Some(&verified.event_id),
-            provider_occurred_at: report.occurred_at,
+            provider_occurred_at: occurred_at,
             detail: Some(serde_json::json!({ "body_sha256": digest })),
         };
-        // A verified event that reports nothing (a type the adapter does not map) changes nothing;
-        // the provider is asked once instead (rate-limited), after commit.
-        let says_nothing = *report == StatusReport::default();
-        let outcome = if says_nothing { Outcome::Ignore { kind: "no_status" } } else { payment.apply(report) };
+        // The adopted checkout id is part of whatever this callback writes.
+        let base = match &adopt {
+            Some(checkout_id) => {
+                tracing::info!("payment adopts the checkout id a verified callback names");
+                let mut p = payment.clone();
+                p.provider_checkout_id = Some(checkout_id.clone());
+                p
+            }
+            None => payment.clone(),
+        };
+        let (outcome, look_up) = decide(&base, &verified.report);
+        let outcome = match outcome {
+            Outcome::Ignore { .. } if adopt.is_some() => {
+                Outcome::Change { after: Box::new(base), kind: "checkout_adopted", status_changed: false }
+            }
+            other => other,
+        };
         let outcome_kind = match &outcome {
             Outcome::Change { kind, .. } | Outcome::Ignore { kind } => *kind,
         };
-        self.note_unknown_status(provider, report, outcome_kind);
+        if let CallbackReport::Apply(report) = &verified.report {
+            self.note_unknown_status(provider, report, outcome_kind);
+        }
         let fresh = callbacks::insert_receipt(
             &mut tx,
             provider,
@@ -110,6 +141,11 @@ impl Gateway {
             return Ok(result(payment, true, false, false));
         }
         let mismatch = outcome_kind == "amount_mismatch";
+        // The check is queued in this transaction: a crash after the 200 cannot lose it.
+        let look_up = look_up && payment.status != PaymentStatus::Succeeded;
+        if look_up {
+            self.request_check_in(&mut tx, &payment.id, CheckReason::Callback, 0.0).await?;
+        }
         let outcome = match outcome {
             Outcome::Change { after, kind, status_changed } => {
                 let written = payments::update(&mut tx, &payment, &after, &info(kind)).await?;
@@ -117,41 +153,47 @@ impl Gateway {
             }
             Outcome::Ignore { kind } => {
                 payments::record_not_applied(&mut tx, &payment, &info(kind)).await?;
-                result(payment, false, false, mismatch)
+                result(payment.clone(), false, false, mismatch)
             }
         };
         tx.commit().await?;
+        self.note_late_success(&payment, &outcome.payment);
+        if look_up {
+            self.wake_checks();
+        }
         if mismatch {
             tracing::warn!("callback amount differs from the payment; status left unchanged");
-        }
-        if says_nothing {
-            self.schedule_refresh(outcome.payment.clone());
         }
         Ok(outcome)
     }
 
-    /// Schedules one rate-limited status lookup of the payment an unverified callback names,
-    /// if it exists and belongs to this provider account. The body itself is never trusted.
-    async fn refresh_unverified_hint(&self, provider: &str, account: &str, hint: &PaymentRef) {
+    /// Queues a status lookup of the payment an unverified callback names, if it exists and
+    /// belongs to this provider account (deferred like every untrusted trigger). The body
+    /// itself is never trusted.
+    async fn check_unverified_hint(&self, provider: &str, account: &str, hint: &PaymentRef) {
         let found = async {
             let mut conn = self.store().pool().acquire().await?;
+            let by_id = |id: &str| PaymentId::parse(id).map(|id| id.as_str().to_owned());
             match hint {
-                PaymentRef::Id(id) => match PaymentId::parse(id) {
-                    Some(id) => payments::get(&mut conn, id.as_str()).await,
+                PaymentRef::Id(id) => match by_id(id) {
+                    Some(id) => payments::get(&mut conn, &id).await,
                     None => Ok(None),
                 },
-                PaymentRef::CheckoutId(checkout_id) => {
+                PaymentRef::CheckoutId(checkout_id) | PaymentRef::Both { checkout_id, .. } => {
                     payments::find_by_checkout_id(&mut conn, provider, checkout_id).await
                 }
             }
         }
         .await;
-        match found {
+        let result = match found {
             Ok(Some(p)) if p.provider == provider && p.account == account => {
-                self.schedule_refresh(p);
+                self.request_check(&p, CheckReason::UnverifiedCallback).await
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot look up the payment an unverified callback names"),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot queue a check of the payment an unverified callback names");
         }
     }
 
@@ -172,6 +214,26 @@ impl Gateway {
         if let Err(e) = result {
             tracing::error!(error = %e, "cannot audit a rejected callback");
         }
+    }
+}
+
+/// Locks a payment by our id; an id of another shape finds nothing.
+async fn lock_by_id(tx: &mut crate::store::Tx, id: &str) -> Result<Option<Payment>, sqlx::Error> {
+    match PaymentId::parse(id) {
+        Some(id) => payments::lock(tx, id.as_str()).await,
+        None => Ok(None),
+    }
+}
+
+/// What a verified callback does to `payment`, and whether the provider must be asked. A
+/// look-up with a signed amount that differs from the payment records the mismatch instead.
+fn decide(payment: &Payment, report: &CallbackReport) -> (Outcome, bool) {
+    match report {
+        CallbackReport::Apply(report) => (payment.apply(report), false),
+        CallbackReport::LookUp { amount: Some(amount) } if payment.amount_differs(amount) => {
+            (payment.apply(&StatusReport { amount: Some(amount.clone()), ..Default::default() }), false)
+        }
+        CallbackReport::LookUp { .. } => (Outcome::Ignore { kind: "look_up" }, true),
     }
 }
 

@@ -10,6 +10,8 @@ use crate::domain::ids::prefixed_ulid;
 use crate::domain::{NewCheckout, Outcome, Payment, PaymentId, PaymentStatus, StatusReport};
 use crate::error::ApiError;
 use crate::providers::{CheckoutContext, CheckoutCreated, Provider, ProviderError};
+use crate::store::Tx;
+use crate::store::checks::CheckReason;
 use crate::store::idempotency::{self, Existing, Scope, StoredError};
 use crate::store::payments::{self, EventInfo, NewPaymentRow};
 
@@ -37,7 +39,7 @@ impl Gateway {
             None => {
                 let id = PaymentId::new();
                 let mut tx = self.store().begin().await?;
-                let payment = payments::insert(&mut tx, &row(&id, &checkout)).await?;
+                let payment = self.insert_payment(&mut tx, &row(&id, &checkout)).await?;
                 tx.commit().await?;
                 tracing::Span::current().record("payment_id", payment.id.as_str());
                 self.open_checkout(&provider, &checkout, payment, None).await
@@ -60,7 +62,7 @@ impl Gateway {
             let mut tx = self.store().begin().await?;
             let id = PaymentId::new();
             if idempotency::try_insert(&mut tx, scope, &fp, id.as_str(), &claim.token).await? {
-                let payment = payments::insert(&mut tx, &row(&id, checkout)).await?;
+                let payment = self.insert_payment(&mut tx, &row(&id, checkout)).await?;
                 tx.commit().await?;
                 tracing::Span::current().record("payment_id", payment.id.as_str());
                 return self.open_checkout(provider, checkout, payment, Some(&claim)).await;
@@ -70,21 +72,35 @@ impl Gateway {
                 Some(Existing::Mismatch { payment_id }) => return Err(ApiError::IdempotencyKeyReused { payment_id }),
                 Some(Existing::Completed { payment_id, error }) => {
                     tx.commit().await?;
-                    if let Some(e) = error {
-                        return Err(ApiError::ProviderRejected { provider_code: e.provider_code });
-                    }
-                    return Ok((self.load(&payment_id).await?, true));
+                    return match error {
+                        Some(e) if e.outcome_unknown => Err(ApiError::ProviderOutcomeUnknown { payment_id }),
+                        Some(e) => Err(ApiError::ProviderRejected { provider_code: e.provider_code }),
+                        None => Ok((self.load(&payment_id).await?, true)),
+                    };
                 }
-                Some(Existing::TakenOver { payment_id }) => {
+                Some(Existing::TakenOver { payment_id, after_crash }) => {
                     tx.commit().await?;
                     let payment = self.load(&payment_id).await?;
-                    // A provider that timed out may still have opened the checkout, and a callback
-                    // may have moved the payment on: then there is nothing to retry.
+                    // A callback may have moved the payment on, or the checkout was recorded:
+                    // then there is nothing to retry.
                     if payment.status != PaymentStatus::Pending || payment.checkout_url.is_some() {
                         let mut tx = self.store().begin().await?;
                         idempotency::complete(&mut tx, scope, &claim.token, None).await?;
                         tx.commit().await?;
                         return Ok((payment, true));
+                    }
+                    // The holder died during its provider call: the provider may have opened a
+                    // checkout, so create is not sent again (unless the provider dedupes it).
+                    if after_crash && !provider.create_is_idempotent() {
+                        let mut tx = self.store().begin().await?;
+                        let stored = StoredError { outcome_unknown: true, ..Default::default() };
+                        if idempotency::complete(&mut tx, scope, &claim.token, Some(&stored)).await? {
+                            self.request_check_in(&mut tx, &payment.id, CheckReason::CreateOutcomeUnknown, 0.0)
+                                .await?;
+                        }
+                        tx.commit().await?;
+                        self.wake_checks();
+                        return Err(ApiError::ProviderOutcomeUnknown { payment_id: payment.id });
                     }
                     return self.open_checkout(provider, checkout, payment, Some(&claim)).await;
                 }
@@ -97,6 +113,15 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// Inserts a new PENDING payment with its first scheduled provider check.
+    async fn insert_payment(&self, tx: &mut Tx, new: &NewPaymentRow<'_>) -> Result<Payment, ApiError> {
+        let payment = payments::insert(tx, new).await?;
+        let first = self.reconciler_config().schedule_secs.first().copied().unwrap_or(60);
+        let delay = (first as f64).min(new.ttl.as_secs_f64());
+        self.request_check_in(tx, &payment.id, CheckReason::Scheduled, delay).await?;
+        Ok(payment)
     }
 
     pub(super) async fn load(&self, id: &str) -> Result<Payment, ApiError> {
@@ -120,14 +145,21 @@ impl Gateway {
             Err(_) => Err(ProviderError::Timeout),
         };
 
+        // Outcome unknown (timeout, 500/502/504, an unusable answer): never create again for
+        // this payment, unless the provider dedupes creates on our reference.
+        let never_resend = matches!(&result, Err(e) if e.outcome_unknown()) && !provider.create_is_idempotent();
         let mut tx = self.store().begin().await?;
         let fenced_in = match (&result, claim) {
             (_, None) => true,
             (Err(ProviderError::Rejected { code, .. }), Some(c)) => {
-                let stored = StoredError { provider_code: code.clone() };
+                let stored = StoredError { provider_code: code.clone(), ..Default::default() };
                 idempotency::complete(&mut tx, c.scope, &c.token, Some(&stored)).await?
             }
             (Ok(_), Some(c)) => idempotency::complete(&mut tx, c.scope, &c.token, None).await?,
+            (Err(_), Some(c)) if never_resend => {
+                let stored = StoredError { outcome_unknown: true, ..Default::default() };
+                idempotency::complete(&mut tx, c.scope, &c.token, Some(&stored)).await?
+            }
             (Err(_), Some(c)) => idempotency::release(&mut tx, c.scope, &c.token).await?,
         };
         if !fenced_in {
@@ -165,6 +197,18 @@ impl Gateway {
                 }
                 tx.commit().await?;
                 Err(ApiError::ProviderRejected { provider_code: code })
+            }
+            Err(e) if e.outcome_unknown() => {
+                tracing::warn!(error = %e.summary(), "provider create outcome unknown; the payment will be checked");
+                payments::record_not_applied(&mut tx, &before, &info("create_outcome_unknown")).await?;
+                self.request_check_in(&mut tx, &before.id, CheckReason::CreateOutcomeUnknown, 0.0).await?;
+                tx.commit().await?;
+                self.wake_checks();
+                if never_resend {
+                    Err(ApiError::ProviderOutcomeUnknown { payment_id: before.id })
+                } else {
+                    Err(e.into())
+                }
             }
             Err(transient) => {
                 tx.commit().await?;

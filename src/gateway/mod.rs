@@ -3,17 +3,19 @@
 //! together with its event.
 
 mod callbacks;
+mod checks;
 mod create;
-mod expiry;
+mod reconciler;
 mod status;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use callbacks::CallbackOutcome;
-pub use expiry::run_expiry_sweeper;
+pub use reconciler::{next_scheduled, run_check_worker};
 
+use crate::config::ReconcilerConfig;
 use crate::domain::ValidationError;
 use crate::error::ApiError;
 use crate::providers::registry::LookupError;
@@ -32,22 +34,32 @@ struct Inner {
     registry: Registry,
     metrics: Metrics,
     idempotency_wait: Duration,
-    /// When each payment last had a background refresh scheduled (rate limit).
-    refreshes: Mutex<HashMap<String, Instant>>,
+    reconciler: ReconcilerConfig,
+    /// Wakes this replica's check worker when a check became due now.
+    check_wake: tokio::sync::Notify,
+    /// Per provider account: the check worker's concurrency and rate limits.
+    check_limits: Mutex<BTreeMap<(String, String), Arc<reconciler::AccountLimiter>>>,
 }
 
 impl Gateway {
     /// Builds the application from its parts.
-    pub fn new(store: Store, registry: Registry) -> Self {
+    pub fn new(store: Store, registry: Registry, reconciler: ReconcilerConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
                 registry,
                 metrics: Metrics::default(),
                 idempotency_wait: Duration::from_secs(60),
-                refreshes: Mutex::new(HashMap::new()),
+                reconciler,
+                check_wake: tokio::sync::Notify::new(),
+                check_limits: Mutex::new(BTreeMap::new()),
             }),
         }
+    }
+
+    /// The provider-check settings.
+    pub fn reconciler_config(&self) -> &ReconcilerConfig {
+        &self.inner.reconciler
     }
 
     pub fn store(&self) -> &Store {
@@ -63,14 +75,33 @@ impl Gateway {
     }
 }
 
-/// In-process counters (provider calls by provider and operation, unknown provider statuses).
+/// In-process counters (provider calls by provider and operation, unknown provider statuses,
+/// reconciler outcomes, late successes, local expiries).
 #[derive(Debug, Default)]
 pub struct Metrics {
     provider_calls: Mutex<BTreeMap<(String, &'static str), u64>>,
     unknown_statuses: Mutex<BTreeMap<String, u64>>,
+    /// (provider, event): `late_success`, `local_expiry`, and `check_<outcome>` of the reconciler.
+    events: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 impl Metrics {
+    fn count(&self, provider: &str, event: &'static str) {
+        if let Ok(mut counts) = self.events.lock() {
+            *counts.entry((provider.to_owned(), event)).or_default() += 1;
+        }
+    }
+
+    /// How often `event` happened for `provider`: `late_success` (a success learned after
+    /// EXPIRED or CANCELLED: a refund may be needed), `local_expiry` (expired with no provider
+    /// lookup possible), `check_done`, `check_rescheduled`, `check_failed`, `check_postponed`,
+    /// `check_lease_lost`, `reconciliation_failed`.
+    pub fn events(&self, provider: &str, event: &str) -> u64 {
+        self.events
+            .lock()
+            .map(|c| c.iter().filter(|((p, e), _)| p == provider && *e == event).map(|(_, n)| n).sum())
+            .unwrap_or(0)
+    }
     fn count_unknown_status(&self, provider: &str) {
         if let Ok(mut counts) = self.unknown_statuses.lock() {
             *counts.entry(provider.to_owned()).or_default() += 1;
@@ -118,6 +149,10 @@ impl From<ProviderError> for ApiError {
             ProviderError::Rejected { code, .. } => ApiError::ProviderRejected { provider_code: code },
             ProviderError::Unavailable(detail) => {
                 tracing::warn!(%detail, "provider unavailable");
+                ApiError::ProviderUnavailable
+            }
+            ProviderError::OutcomeUnknown(detail) => {
+                tracing::warn!(%detail, "provider answer unusable");
                 ApiError::ProviderUnavailable
             }
             ProviderError::Timeout => ApiError::ProviderTimeout,

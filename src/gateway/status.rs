@@ -1,14 +1,9 @@
-//! GetPaymentStatus and provider status refreshes.
-
-use std::time::{Duration, Instant};
+//! GetPaymentStatus, provider status refreshes and the one path that applies a trusted report.
 
 use super::Gateway;
 use crate::domain::{Outcome, Payment, PaymentId, PaymentStatus, StatusReport};
 use crate::error::ApiError;
 use crate::store::payments::{self, EventInfo};
-
-/// Minimum time between two background refreshes of one payment.
-pub const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Gateway {
     /// Looks a payment up by id, or the newest by merchant reference; `refresh` asks the provider.
@@ -49,33 +44,6 @@ impl Gateway {
             return Ok(payment);
         };
         self.apply_report(&payment.id, &report, source).await
-    }
-
-    /// Refreshes `payment` in the background, at most once per [`REFRESH_MIN_INTERVAL`] per payment
-    /// and never for a SUCCEEDED one, so unauthenticated triggers (shopper returns, refused browser
-    /// callbacks) cannot hammer a provider. Returns whether a refresh was scheduled.
-    pub fn schedule_refresh(&self, payment: Payment) -> bool {
-        if payment.status == PaymentStatus::Succeeded {
-            return false;
-        }
-        let now = Instant::now();
-        {
-            let Ok(mut last) = self.inner.refreshes.lock() else { return false };
-            if last.get(&payment.id).is_some_and(|t| now.duration_since(*t) < REFRESH_MIN_INTERVAL) {
-                return false;
-            }
-            if last.len() > 10_000 {
-                last.retain(|_, t| now.duration_since(*t) < REFRESH_MIN_INTERVAL);
-            }
-            last.insert(payment.id.clone(), now);
-        }
-        let gateway = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = gateway.refresh(payment, "refresh").await {
-                tracing::info!(error = %e, "scheduled status refresh failed");
-            }
-        });
-        true
     }
 
     /// A provider status value we do not know leaves the payment alone: say so, loudly.
@@ -121,10 +89,26 @@ impl Gateway {
             Outcome::Change { after, kind, .. } => payments::update(&mut tx, &before, &after, &info(kind)).await?,
             Outcome::Ignore { kind } => {
                 payments::record_not_applied(&mut tx, &before, &info(kind)).await?;
-                before
+                before.clone()
             }
         };
         tx.commit().await?;
+        self.note_late_success(&before, &after);
         Ok(Some(after))
+    }
+
+    /// A success learned after the payment was EXPIRED or CANCELLED: the shopper paid for an
+    /// order the caller may have given up on. Applied (money was taken), and said loudly.
+    pub(super) fn note_late_success(&self, before: &Payment, after: &Payment) {
+        let closed = matches!(before.status, PaymentStatus::Expired | PaymentStatus::Cancelled);
+        if closed && after.status == PaymentStatus::Succeeded {
+            self.metrics().count(&after.provider, "late_success");
+            tracing::warn!(
+                payment_id = %after.id,
+                provider = %after.provider,
+                previous_status = %before.status,
+                "payment succeeded after it was closed; a refund may be needed"
+            );
+        }
     }
 }

@@ -13,6 +13,7 @@ use super::{HttpState, error_response, page};
 use crate::domain::{Payment, PaymentId, PaymentStatus};
 use crate::gateway::CallbackOutcome;
 use crate::providers::{CallbackTransport, RawCallback};
+use crate::store::checks::CheckReason;
 
 pub async fn default_account(
     State(state): State<HttpState>,
@@ -66,11 +67,13 @@ async fn handle(
         (CallbackTransport::Browser, Err(e)) => {
             // The browser's post could not be trusted: change nothing, ask the provider instead,
             // and still send the shopper back to the caller's page.
-            tracing::info!(reason = e.reason(), "browser-delivered callback refused; scheduling a status lookup");
+            tracing::info!(reason = e.reason(), "browser-delivered callback refused; queueing a provider check");
             let Some(payment) = payment_named_in_query(&state, provider, &raw.query).await else {
                 return page::message(StatusCode::NOT_FOUND, "Payment not found", "This payment does not exist.");
             };
-            state.gateway.schedule_refresh(payment.clone());
+            if let Err(e) = state.gateway.request_check(&payment, CheckReason::ShopperReturn).await {
+                tracing::warn!(error = %e, "cannot queue a provider check for a refused browser callback");
+            }
             back_to_caller(&payment)
         }
     }

@@ -1,5 +1,5 @@
 //! `GET /return/{provider}/{payment_id}`: where provider pages send the shopper back. It never
-//! changes a status itself; it schedules a status refresh and redirects to the caller's URL.
+//! changes a status itself; it queues a provider check and redirects to the caller's URL.
 
 use std::collections::HashMap;
 
@@ -9,6 +9,7 @@ use axum::response::Response;
 
 use super::{HttpState, page};
 use crate::domain::PaymentId;
+use crate::store::checks::CheckReason;
 
 pub async fn shopper_return(
     State(state): State<HttpState>,
@@ -21,7 +22,9 @@ pub async fn shopper_return(
         Ok(p) if p.provider == provider => p,
         _ => return not_found(),
     };
-    state.gateway.schedule_refresh(payment.clone());
+    if let Err(e) = state.gateway.request_check(&payment, CheckReason::ShopperReturn).await {
+        tracing::warn!(error = %e, "cannot queue a provider check for a shopper return");
+    }
     let cancelled = query.get("outcome").is_some_and(|o| o == "cancel");
     let target = if cancelled { &payment.cancel_url } else { &payment.return_url };
     if target.is_empty() {

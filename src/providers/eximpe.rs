@@ -15,7 +15,7 @@ use self::transformers::{
     CallbackForm, CreateOrderProblem, CreateOrderRequest, CreateOrderResponse, GetOrderResponse, OpenedOrder,
     OrderParams,
 };
-use super::signature::{hex_matches, hmac_sha256};
+use super::signature::{hex_matches, hmac_sha256, sha256_hex};
 use super::{
     CallbackError, CallbackTransport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext,
     ProviderError, RawCallback, VerifiedCallback, http,
@@ -173,7 +173,7 @@ fn query_payment_id(query: &str) -> Option<String> {
 }
 
 fn unexpected(what: &str) -> ProviderError {
-    ProviderError::Unavailable(format!("unexpected response shape: {what}"))
+    ProviderError::OutcomeUnknown(format!("unexpected response shape: {what}"))
 }
 
 #[async_trait::async_trait]
@@ -249,7 +249,8 @@ impl Provider for Eximpe {
         let success = http::send(request, transformers::error_code).await?;
         let response: GetOrderResponse = http::json(&success)?;
         let data = response.data.ok_or_else(|| unexpected("no data"))?;
-        let report = data.into_report(order_id).map_err(|problem| unexpected(&format!("{problem:?}")))?;
+        let testing = self.sdk_mode == SdkMode::Sandbox;
+        let report = data.into_report(order_id, testing).map_err(|problem| unexpected(&format!("{problem:?}")))?;
         Ok(Some(report))
     }
 
@@ -267,10 +268,10 @@ impl Provider for Eximpe {
         if form.status.is_empty() {
             return Err(CallbackError::Malformed { field: "status".into() });
         }
-        let key = form.event_key();
+        // No event id in the form: the body's digest is the dedupe key.
         Ok(VerifiedCallback {
-            dedupe_key: key.clone(),
-            event_id: key,
+            dedupe_key: sha256_hex(&raw.body),
+            event_id: form.event_key(),
             payment: PaymentRef::CheckoutId(form.order_id.clone()),
             report: form.report(),
         })
@@ -343,9 +344,10 @@ mod tests {
             let raw = form(&format!("{DOC_FORM_PREFIX}&hash={hash}"), "payment_id=pay_01ARZ3NDEKTSV4RRFFQ69G5FAV");
             let v = a.verify_callback(&raw, Utc::now()).unwrap();
             assert_eq!(v.payment, PaymentRef::CheckoutId("OD6567064038".into()));
-            assert_eq!(v.dedupe_key, "OD6567064038:PR2352113376:payment_successful");
-            // A success form is verified but says nothing: the status lookup decides.
-            assert_eq!(v.report, StatusReport::default());
+            assert_eq!(v.event_id, "OD6567064038:PR2352113376:payment_successful");
+            assert_eq!(v.dedupe_key, crate::providers::signature::sha256_hex(&raw.body));
+            // A success form is verified but proves nothing: the status lookup decides.
+            assert_eq!(v.report, crate::providers::CallbackReport::LookUp { amount: None });
         }
     }
 

@@ -29,7 +29,7 @@ use self::transformers::{
 };
 use super::signature::{hmac_sha256, sha256_hex};
 use super::{
-    CallbackError, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext, ProviderError, RawCallback,
+    CallbackError, CallbackReport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext, ProviderError, RawCallback,
     VerifiedCallback, http,
 };
 use crate::config::ExiromAccount;
@@ -89,7 +89,7 @@ fn is_unauthorized(e: &ProviderError) -> bool {
 }
 
 fn unexpected(what: &str) -> ProviderError {
-    ProviderError::Unavailable(format!("unexpected response shape: {what}"))
+    ProviderError::OutcomeUnknown(format!("unexpected response shape: {what}"))
 }
 
 /// How long a token with `remaining` life may be used: until `TOKEN_REFRESH_MARGIN` before its
@@ -370,10 +370,9 @@ impl Provider for Exirom {
 
     /// Only `accountId|orderAmount|orderCurrency|transactionId` is signed: everything else in the
     /// body (status, decline fields, processed amount, conversion rate, provider ids,
-    /// `requestId`) could be edited in a replayed genuine callback. So a verified callback
-    /// reports nothing: the gateway records it as `no_status` and asks
-    /// `GET /v1/payments/apm/info/{transactionId}` (one rate-limited lookup), and only that answer
-    /// changes the payment.
+    /// `requestId`) could be edited in a replayed genuine callback. So a verified callback only
+    /// queues a lookup (`GET /v1/payments/apm/info/{transactionId}`), and only that answer
+    /// changes the status; the signed order amount is checked against the payment.
     fn verify_callback(&self, raw: &RawCallback, _now: DateTime<Utc>) -> Result<VerifiedCallback, CallbackError> {
         let header = raw.header(CHECKSUM_HEADER).ok_or(CallbackError::SignatureInvalid)?;
         // A body we cannot read cannot be checked: it is refused as unsigned, never trusted.
@@ -401,15 +400,21 @@ impl Provider for Exirom {
         // payment whose create timed out, which has no transaction id yet), else the signed
         // `transactionId`. Either only schedules a lookup of that payment's own transaction:
         // nothing in the body is applied, so pointing a replay at another payment gains nothing.
+        let amount = info.order_minor().map(|(minor, currency)| (minor, currency.code().to_owned()));
         let payment = match info.request_id.as_deref().and_then(PaymentId::parse) {
             Some(id) => PaymentRef::Id(id.as_str().to_owned()),
             None => PaymentRef::CheckoutId(info.transaction_id),
         };
-        Ok(VerifiedCallback { dedupe_key: digest, event_id, payment, report: StatusReport::default() })
+        Ok(VerifiedCallback { dedupe_key: digest, event_id, payment, report: CallbackReport::LookUp { amount } })
     }
 
     fn unverified_payment_hint(&self, raw: &RawCallback) -> Option<PaymentRef> {
         transformers::hint(&raw.body).map(PaymentRef::CheckoutId)
+    }
+
+    /// Exirom dedupes creates on our `requestId`: sending the same create again is its lookup.
+    fn create_is_idempotent(&self) -> bool {
+        true
     }
 }
 
@@ -480,8 +485,9 @@ mod tests {
             // `req-123456789` is not one of our ids: the signed transaction id is used.
             assert_eq!(v.payment, PaymentRef::CheckoutId("tx-987654321".into()));
             assert_eq!(v.dedupe_key, sha256_hex(DOC_CALLBACK.as_bytes()));
-            // Nothing unsigned is reported: the gateway looks the transaction up instead.
-            assert_eq!(v.report, StatusReport::default());
+            // Nothing unsigned is reported: the gateway looks the transaction up instead, and
+            // checks the signed order amount (100.0 USD) against the payment.
+            assert_eq!(v.report, CallbackReport::LookUp { amount: Some((10_000, "USD".into())) });
             let info = TxInfo::parse(DOC_CALLBACK.as_bytes()).unwrap();
             assert_eq!(a.verify_checksum(VECTORS[i].1, &info), Ok(want));
         }
@@ -535,7 +541,7 @@ mod tests {
             .replace("\"declineCode\":null", "\"declineCode\":4051")
             .replace("\"processedCurrency\":\"USD\"", "\"processedCurrency\":\"EUR\"");
         let replay = a.verify_callback(&raw(&edited, good), Utc::now()).unwrap();
-        assert_eq!(replay.report, StatusReport::default());
+        assert_eq!(replay.report, genuine.report);
         assert_ne!(replay.dedupe_key, genuine.dedupe_key);
         assert_eq!(a.verify_callback(&raw(DOC_CALLBACK, good), Utc::now()).unwrap().dedupe_key, genuine.dedupe_key);
         // Our own `requestId` names the payment (only to schedule its lookup).

@@ -20,9 +20,9 @@ use self::transformers::{
     ContentType, CreateParams, CreatePaymentRequest, METADATA_PAYNOW_QR, PaymentRequestObject, RequestProblem,
     WebhookForm, error_code,
 };
-use super::signature::{hex_matches, hmac_sha256};
+use super::signature::{hex_matches, hmac_sha256, sha256_hex};
 use super::{
-    CallbackError, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext, ProviderError, RawCallback,
+    CallbackError, CallbackReport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext, ProviderError, RawCallback,
     VerifiedCallback, http,
 };
 use crate::config::HitpayAccount;
@@ -58,7 +58,7 @@ impl std::fmt::Debug for HitPay {
 }
 
 fn unexpected(what: &str) -> ProviderError {
-    ProviderError::Unavailable(format!("unexpected response shape: {what}"))
+    ProviderError::OutcomeUnknown(format!("unexpected response shape: {what}"))
 }
 
 impl HitPay {
@@ -196,11 +196,12 @@ impl Provider for HitPay {
             return Err(CallbackError::SignatureInvalid);
         }
         let event = form.into_event()?;
+        // No event id in the form: the body's digest is the dedupe key.
         Ok(VerifiedCallback {
-            dedupe_key: event.key.clone(),
+            dedupe_key: sha256_hex(&raw.body),
             event_id: event.key,
             payment: event.payment,
-            report: event.report,
+            report: CallbackReport::Apply(event.report),
         })
     }
 
@@ -322,10 +323,15 @@ mod tests {
         let form = WebhookForm::parse(PY_FORM.as_bytes()).unwrap();
         assert_eq!(form.signed_message(), PY_MESSAGE);
         let v = h.verify_callback(&raw(PY_FORM), Utc::now()).unwrap();
-        assert_eq!(v.dedupe_key, "9741164c-06a1-4dd7-a649-72cca8f9603a:completed");
-        assert_eq!(v.payment, PaymentRef::CheckoutId("9ef68e2e-3569-4f69-9f68-04c7e4bb007c".into()));
-        assert_eq!(v.report.status, Some(PaymentStatus::Succeeded));
-        assert_eq!(v.report.amount, Some((250_000, "SGD".into())));
+        assert_eq!(v.event_id, "9741164c-06a1-4dd7-a649-72cca8f9603a:completed");
+        assert_eq!(v.dedupe_key, sha256_hex(PY_FORM.as_bytes()), "no event id: the body's digest");
+        let both = PaymentRef::Both {
+            id: "pay_01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+            checkout_id: "9ef68e2e-3569-4f69-9f68-04c7e4bb007c".into(),
+        };
+        assert_eq!(v.payment, both);
+        assert_eq!(v.report.applied().status, Some(PaymentStatus::Succeeded));
+        assert_eq!(v.report.applied().amount, Some((250_000, "SGD".into())));
         // Upper-case hex passes too.
         let upper = PY_FORM.replace(
             "27a62daaa33498560fbca9d96860bebb943db931c7875a85be29818f285ea51e",
@@ -340,7 +346,10 @@ mod tests {
         )
         .unwrap();
         let v = note.verify_callback(&raw(NOTE_FORM), Utc::now()).unwrap();
-        assert_eq!((v.payment, v.report.amount), (PaymentRef::CheckoutId("r1".into()), Some((1000, "SGD".into()))));
+        assert_eq!(
+            (v.payment, v.report.applied().amount.clone()),
+            (PaymentRef::Both { id: "ORD1".into(), checkout_id: "r1".into() }, Some((1000, "SGD".into())))
+        );
     }
 
     #[test]
@@ -359,7 +368,10 @@ mod tests {
         assert_eq!(h.verify_callback(&raw(NOTE_FORM), Utc::now()), Err(CallbackError::SignatureInvalid));
         assert_eq!(
             h.unverified_payment_hint(&raw(PY_FORM)),
-            Some(PaymentRef::CheckoutId("9ef68e2e-3569-4f69-9f68-04c7e4bb007c".into()))
+            Some(PaymentRef::Both {
+                id: "pay_01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+                checkout_id: "9ef68e2e-3569-4f69-9f68-04c7e4bb007c".into()
+            })
         );
     }
 

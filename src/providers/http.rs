@@ -13,9 +13,12 @@ pub struct Success {
 }
 
 /// Sends `request` and maps the outcome:
-/// - no answer in time → [`ProviderError::Timeout`]; connection or read failure → `Unavailable`;
+/// - no answer in time → [`ProviderError::Timeout`];
+/// - connection failure before the request was written (refused, DNS, TLS) → `Unavailable`;
+///   any later transport failure (reset, read error) → `OutcomeUnknown`;
 /// - 2xx → `Ok` with the raw body;
-/// - 401/403 (our credentials), 408, 429 and 5xx → `Unavailable` (retryable, operator problem);
+/// - 401/403 (our credentials), 408, 429 and 503 → `Unavailable`: not processed, safe to resend;
+/// - 500, 502, 504 and other 5xx → `OutcomeUnknown`: the provider may have acted on it;
 /// - other 4xx → `Rejected`, with the code `error_code` finds in the body (or `http_<status>`).
 ///
 /// Bodies are never logged or put in messages: providers echo customer data in errors.
@@ -38,23 +41,32 @@ pub fn classify(
     if status.is_success() {
         return Ok(Success { status, body });
     }
-    let retryable = status.is_server_error()
-        || matches!(
-            status,
-            StatusCode::UNAUTHORIZED
-                | StatusCode::FORBIDDEN
-                | StatusCode::REQUEST_TIMEOUT
-                | StatusCode::TOO_MANY_REQUESTS
-        );
-    if retryable {
+    let not_processed = matches!(
+        status,
+        StatusCode::UNAUTHORIZED
+            | StatusCode::FORBIDDEN
+            | StatusCode::REQUEST_TIMEOUT
+            | StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::SERVICE_UNAVAILABLE
+    );
+    if not_processed {
         return Err(ProviderError::Unavailable(format!("HTTP {}", status.as_u16())));
+    }
+    if status.is_server_error() {
+        return Err(ProviderError::OutcomeUnknown(format!("HTTP {}", status.as_u16())));
     }
     let code = error_code(&body).filter(|c| !c.is_empty()).unwrap_or_else(|| format!("http_{}", status.as_u16()));
     Err(ProviderError::Rejected { code: truncate(&code, 64), message: format!("HTTP {}", status.as_u16()) })
 }
 
 fn transport_error(e: reqwest::Error) -> ProviderError {
-    if e.is_timeout() { ProviderError::Timeout } else { ProviderError::Unavailable(without_url(&e)) }
+    if e.is_timeout() {
+        ProviderError::Timeout
+    } else if e.is_connect() {
+        ProviderError::Unavailable(without_url(&e))
+    } else {
+        ProviderError::OutcomeUnknown(without_url(&e))
+    }
 }
 
 /// The error text without the request URL (it may carry ids or credentials in the query).
@@ -84,11 +96,18 @@ pub fn sanitize_code(code: &str) -> Option<String> {
     identifier.then(|| code.to_owned())
 }
 
-/// Parses a successful JSON body into `T`; a body of another shape means the provider is not
-/// speaking the documented API, which is treated as unavailable (and retryable).
+/// Parses a successful JSON body into `T`. A body of another shape means the provider answered
+/// but not as documented: it may have acted on the request, so the outcome is unknown. The error
+/// names the position only (serde's message can quote the provider's values).
 pub fn json<T: serde::de::DeserializeOwned>(success: &Success) -> Result<T, ProviderError> {
-    serde_json::from_slice(&success.body)
-        .map_err(|e| ProviderError::Unavailable(format!("unexpected response shape: {e}")))
+    serde_json::from_slice(&success.body).map_err(|e| {
+        ProviderError::OutcomeUnknown(format!(
+            "unexpected response shape ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -110,10 +129,22 @@ mod tests {
             classify(StatusCode::UNPROCESSABLE_ENTITY, b"<html>".to_vec(), code).unwrap_err(),
             ProviderError::Rejected { code: "http_422".into(), message: "HTTP 422".into() }
         );
-        for status in
-            [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN, StatusCode::TOO_MANY_REQUESTS, StatusCode::BAD_GATEWAY]
-        {
+        for status in [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::FORBIDDEN,
+            StatusCode::REQUEST_TIMEOUT,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ] {
             assert!(matches!(classify(status, Vec::new(), code), Err(ProviderError::Unavailable(_))), "{status}");
+        }
+        for status in [
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::GATEWAY_TIMEOUT,
+            StatusCode::NOT_IMPLEMENTED,
+        ] {
+            assert!(matches!(classify(status, Vec::new(), code), Err(ProviderError::OutcomeUnknown(_))), "{status}");
         }
     }
 

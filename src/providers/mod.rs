@@ -72,15 +72,43 @@ pub enum ProviderError {
     /// The provider refused the request (4xx): definitive.
     #[error("provider rejected the request ({code}): {message}")]
     Rejected { code: String, message: String },
-    /// Down, 5xx, bad response or circuit open: may be retried.
+    /// The request was not processed (connection failed before it was written, HTTP 429, 503,
+    /// our credentials refused): sending it again is safe.
     #[error("provider unavailable: {0}")]
     Unavailable(String),
-    /// No answer in time: may be retried.
+    /// The provider may have processed the request (HTTP 500, 502, 504, a read error, an answer
+    /// we cannot use): a create must not be sent again, the payment is checked instead.
+    #[error("provider outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// No answer in time: the outcome is unknown, as with [`ProviderError::OutcomeUnknown`].
     #[error("provider timed out")]
     Timeout,
     /// The provider has no such operation.
     #[error("operation not supported by this provider")]
     Unsupported,
+}
+
+impl ProviderError {
+    /// Whether the provider may have acted on the request although we have no usable answer.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Self::OutcomeUnknown(_) | Self::Timeout)
+    }
+
+    /// A short description without provider text, fit for logs and `provider_checks.last_error`.
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Rejected { code, .. } => format!("rejected: {code}"),
+            Self::Unavailable(detail) => format!("unavailable: {}", detail_head(detail)),
+            Self::OutcomeUnknown(detail) => format!("outcome unknown: {}", detail_head(detail)),
+            Self::Timeout => "timeout".into(),
+            Self::Unsupported => "unsupported".into(),
+        }
+    }
+}
+
+/// The part of an error detail before any `:` (details may quote a provider's answer).
+fn detail_head(detail: &str) -> &str {
+    detail.split(':').next().unwrap_or_default().trim()
 }
 
 /// A callback exactly as delivered.
@@ -119,17 +147,43 @@ pub enum PaymentRef {
     Id(String),
     /// The provider's checkout id (unique per provider).
     CheckoutId(String),
+    /// Both: matched by the checkout id; when no payment has it, by our id, and a payment that
+    /// never stored a checkout id (its create timed out) adopts this one.
+    Both { id: String, checkout_id: String },
+}
+
+/// What a verified callback tells the gateway to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallbackReport {
+    /// Apply this report through the state machine.
+    Apply(StatusReport),
+    /// The callback proves nothing about the status by itself (a trigger, an event type we do
+    /// not map, a redirect): queue a status lookup. `amount` is a signed amount and currency
+    /// the callback carries; one that differs from the payment is recorded as a mismatch.
+    LookUp { amount: Option<(i64, String)> },
+}
+
+#[cfg(test)]
+impl CallbackReport {
+    /// The report to apply; panics on a look-up (tests only).
+    pub fn applied(&self) -> &StatusReport {
+        match self {
+            Self::Apply(report) => report,
+            Self::LookUp { .. } => panic!("expected a report to apply, got a look-up"),
+        }
+    }
 }
 
 /// A callback whose signature checked out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedCallback {
-    /// The provider's event id, or a digest of the signed body.
+    /// The provider's event id where it has one, else the SHA-256 of the raw body: a receipt
+    /// never makes a different event look like a duplicate.
     pub dedupe_key: String,
     /// Returned to the caller as `event_id`.
     pub event_id: String,
     pub payment: PaymentRef,
-    pub report: StatusReport,
+    pub report: CallbackReport,
 }
 
 /// Who delivers a provider's callbacks.
@@ -175,6 +229,13 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Who delivers this provider's callbacks.
     fn callback_transport(&self) -> CallbackTransport {
         CallbackTransport::ServerToServer
+    }
+
+    /// Whether sending the same create again opens no second checkout (the provider dedupes on
+    /// our reference, so a resend is its lookup). Then a create whose outcome is unknown leaves
+    /// the idempotency key retryable; otherwise a retry with the same key never calls create.
+    fn create_is_idempotent(&self) -> bool {
+        false
     }
 
     /// Cancels or expires the checkout at the provider, where supported.

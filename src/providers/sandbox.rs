@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::signature::{parse_timestamped, sign_timestamped};
 use super::{
-    CallbackError, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderError, RawCallback, VerifiedCallback,
+    CallbackError, CallbackReport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderError, RawCallback, VerifiedCallback,
 };
 use crate::domain::ids::prefixed_ulid;
 use crate::domain::{Payment, PaymentStatus, StatusReport};
@@ -158,7 +158,7 @@ impl Provider for Sandbox {
             dedupe_key: body.event_id.clone(),
             event_id: body.event_id,
             payment: PaymentRef::Id(body.payment_id),
-            report: StatusReport {
+            report: CallbackReport::Apply(StatusReport {
                 status: Some(status),
                 provider_status: Some(status.as_str().to_owned()),
                 amount: Some((body.amount.amount_minor, body.amount.currency)),
@@ -168,7 +168,7 @@ impl Provider for Sandbox {
                 failure_message: failed.then(|| "Declined on the sandbox checkout page".to_owned()),
                 occurred_at: Some(occurred_at),
                 ..Default::default()
-            },
+            }),
         })
     }
 }
@@ -200,9 +200,9 @@ mod tests {
         let v = sandbox().verify_callback(&raw(BODY.as_bytes(), &format!("t=1700000000,v1={PY_SIG}")), now).unwrap();
         assert_eq!(v.dedupe_key, "evt_1");
         assert_eq!(v.payment, PaymentRef::Id("pay_01ARZ3NDEKTSV4RRFFQ69G5FAV".into()));
-        assert_eq!(v.report.status, Some(PaymentStatus::Succeeded));
-        assert_eq!(v.report.amount, Some((1234, "USD".into())));
-        assert!(v.report.provider_payment_id.unwrap().starts_with("sbx_"));
+        assert_eq!(v.report.applied().status, Some(PaymentStatus::Succeeded));
+        assert_eq!(v.report.applied().amount, Some((1234, "USD".into())));
+        assert!(v.report.applied().provider_payment_id.clone().unwrap().starts_with("sbx_"));
     }
 
     #[test]
@@ -263,8 +263,8 @@ mod tests {
         };
         let (body, header) = s.build_callback(&payment, Action::Fail, now);
         let v = s.verify_callback(&raw(&body, &header), now).unwrap();
-        assert_eq!(v.report.status, Some(PaymentStatus::Failed));
-        assert_eq!(v.report.failure_code.as_deref(), Some(DECLINED_CODE));
-        assert_eq!(v.report.amount, Some((500, "JPY".into())));
+        assert_eq!(v.report.applied().status, Some(PaymentStatus::Failed));
+        assert_eq!(v.report.applied().failure_code.as_deref(), Some(DECLINED_CODE));
+        assert_eq!(v.report.applied().amount, Some((500, "JPY".into())));
     }
 }

@@ -133,7 +133,7 @@ impl XPay {
         let session_mode = mode_of(session_id, "cs_test_", "cs_live_");
         match (key_mode, session_mode) {
             (Some(k), Some(s)) if k != s => {
-                Err(ProviderError::Unavailable("session mode differs from the secret key's mode".into()))
+                Err(ProviderError::OutcomeUnknown("session mode differs from the secret key's mode".into()))
             }
             _ => Ok(()),
         }
@@ -184,7 +184,7 @@ impl Provider for XPay {
         let session: CheckoutSession = http::json(&http::send(request, error_code).await?)?;
         let checkout_url = session.url.clone().filter(|u| !u.is_empty());
         let (Some(checkout_url), false) = (checkout_url, session.id.is_empty()) else {
-            return Err(ProviderError::Unavailable("unexpected response shape: no session id or url".into()));
+            return Err(ProviderError::OutcomeUnknown("unexpected response shape: no session id or url".into()));
         };
         self.check_mode(&session.id)?;
         Ok(CheckoutCreated {
@@ -355,10 +355,13 @@ mod tests {
         let header = format!("t=1730000000,v1=00ff,v1={FULL_SIG}");
         let v = xpay("http://x").verify_callback(&raw(FULL_BODY.as_bytes(), &header), at(1_730_000_300)).unwrap();
         assert_eq!((v.dedupe_key.as_str(), v.event_id.as_str()), ("evt_9", "evt_9"));
-        assert_eq!(v.payment, PaymentRef::Id("pay_01ARZ3NDEKTSV4RRFFQ69G5FAV".into()));
-        assert_eq!(v.report.status, Some(PaymentStatus::Succeeded));
-        assert_eq!(v.report.amount, Some((149_900, "EGP".into())));
-        assert_eq!(v.report.provider_payment_id.as_deref(), Some("pi_9"));
+        assert_eq!(
+            v.payment,
+            PaymentRef::Both { id: "pay_01ARZ3NDEKTSV4RRFFQ69G5FAV".into(), checkout_id: "cs_test_AbC123".into() }
+        );
+        assert_eq!(v.report.applied().status, Some(PaymentStatus::Succeeded));
+        assert_eq!(v.report.applied().amount, Some((149_900, "EGP".into())));
+        assert_eq!(v.report.applied().provider_payment_id.as_deref(), Some("pi_9"));
     }
 
     #[test]
@@ -462,7 +465,7 @@ mod tests {
             checkout: &checkout,
             created_at: Utc::now(),
         };
-        assert!(matches!(x.create_checkout(c).await, Err(ProviderError::Unavailable(_))));
+        assert!(matches!(x.create_checkout(c).await, Err(ProviderError::OutcomeUnknown(_))));
     }
 
     #[tokio::test]

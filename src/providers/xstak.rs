@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use self::transformers::{AmountUnit, CreateCheckoutRequest, CreateParams, CreateProblem, Envelope, error_code};
-use super::signature::{hex_matches, hmac_sha256, hmac_sha256_hex};
+use super::signature::{hex_matches, hmac_sha256, hmac_sha256_hex, sha256_hex};
 use super::{
     CallbackError, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext, ProviderError, RawCallback,
     VerifiedCallback, http,
@@ -74,7 +74,7 @@ impl std::fmt::Debug for Xstak {
 }
 
 fn unexpected(what: &str) -> ProviderError {
-    ProviderError::Unavailable(format!("unexpected response shape: {what}"))
+    ProviderError::OutcomeUnknown(format!("unexpected response shape: {what}"))
 }
 
 impl Xstak {
@@ -215,8 +215,10 @@ impl Provider for Xstak {
             return Err(CallbackError::SignatureInvalid);
         }
         let hook = transformers::parse_webhook(&raw.body, self.unit)?;
+        // No event id in the body: its digest is the dedupe key, so a second signed webhook for
+        // the same intent and status (another amount, say) is a new event, never a duplicate.
         Ok(VerifiedCallback {
-            dedupe_key: hook.event_key.clone(),
+            dedupe_key: sha256_hex(&raw.body),
             event_id: hook.event_key,
             payment: hook.payment,
             report: hook.report,
@@ -346,8 +348,8 @@ mod tests {
         let x = xstak(&account("http://x"));
         for sig in [WEBHOOK_SIG.to_owned(), WEBHOOK_SIG.to_uppercase()] {
             let v = x.verify_callback(&raw(WEBHOOK_BODY, "x-signature", &sig), Utc::now()).unwrap();
-            assert_eq!(v.report.status, Some(PaymentStatus::Succeeded));
-            assert_eq!(v.report.amount, Some((1000, "PKR".into())));
+            assert_eq!(v.report.applied().status, Some(PaymentStatus::Succeeded));
+            assert_eq!(v.report.applied().amount, Some((1000, "PKR".into())));
         }
         // The note's vector is a correct signature over a body that names no payment: malformed.
         let note = xstak(&XstakAccount { webhook_secret: HMAC_SECRET.into(), ..account("http://x") });

@@ -18,14 +18,19 @@ pub enum Existing {
     Completed { payment_id: String, error: Option<StoredError> },
     /// Another request is working on it right now.
     InProgress,
-    /// We took it over (after a transient failure or an expired lease) with our token.
-    TakenOver { payment_id: String },
+    /// We took it over with our token: after a failure that was not processed, or after the
+    /// holder's lease expired (`after_crash`: it may have died during the provider call).
+    TakenOver { payment_id: String, after_crash: bool },
 }
 
-/// A definitive provider error kept for replay.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// A definitive outcome kept for replay: the provider's rejection (`provider_code`), or a
+/// create whose outcome is unknown (never sent again under this key).
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct StoredError {
+    #[serde(default)]
     pub provider_code: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outcome_unknown: bool,
 }
 
 /// Claims a fresh key for `payment_id` with fencing `token`. `false` when the key already exists.
@@ -99,7 +104,7 @@ pub async fn inspect_or_take_over(
             .bind(LEASE_SECS)
             .execute(&mut *conn)
             .await?;
-            Existing::TakenOver { payment_id }
+            Existing::TakenOver { payment_id, after_crash: state == "in_progress" }
         }
     }))
 }

@@ -1,6 +1,7 @@
 //! PostgreSQL access. Every SQL statement of the service lives in this module tree.
 
 pub mod callbacks;
+pub mod checks;
 pub mod events;
 pub mod idempotency;
 pub mod payments;

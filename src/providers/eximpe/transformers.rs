@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 
 use crate::domain::money::parse_decimal_minor;
 use crate::domain::{NewCheckout, PaymentStatus, StatusReport};
+use crate::providers::CallbackReport;
 use crate::providers::http::sanitize_code;
 
 /// The only currency EximPe's orders carry.
@@ -281,6 +282,8 @@ pub struct OrderData {
     pub mop_type: Option<String>,
     #[serde(default)]
     pub payments: Vec<OrderPayment>,
+    /// `true` for orders of EximPe's test environment.
+    pub is_testing: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -339,13 +342,20 @@ pub enum OrderProblem {
     MissingAmount,
     /// The answer is about another order.
     OtherOrder,
+    /// `is_testing` differs from the account's mode (a test order answering a live account, or
+    /// the reverse): never trusted.
+    ModeMismatch,
 }
 
 impl OrderData {
-    /// The report for this order, checked to be about `order_id`.
-    pub fn into_report(self, order_id: &str) -> Result<StatusReport, OrderProblem> {
+    /// The report for this order, checked to be about `order_id` and, when the answer says, of
+    /// the account's mode (`testing` for a sandbox account).
+    pub fn into_report(self, order_id: &str, testing: bool) -> Result<StatusReport, OrderProblem> {
         if self.order_id.as_deref().is_some_and(|id| id != order_id) {
             return Err(OrderProblem::OtherOrder);
+        }
+        if self.is_testing.is_some_and(|t| t != testing) {
+            return Err(OrderProblem::ModeMismatch);
         }
         let raw = self.status.filter(|s| !s.is_empty()).ok_or(OrderProblem::MissingStatus)?;
         let mut report = status_report(&raw);
@@ -434,18 +444,18 @@ impl CallbackForm {
     }
 
     /// What a verified form says. The hash does not cover an amount and EximPe says never to rely
-    /// on the redirect alone, so `payment_successful` says nothing here (`StatusReport::default()`):
-    /// the gateway records it as not applied and asks EximPe's Get Order, whose amount and
-    /// currency are checked. Failed, cancelled and pending forms apply: they cannot take money.
-    pub fn report(&self) -> StatusReport {
+    /// on the redirect alone, so `payment_successful` only queues a lookup of EximPe's Get Order,
+    /// whose amount and currency are checked. Failed, cancelled and pending forms apply: they
+    /// cannot take money.
+    pub fn report(&self) -> CallbackReport {
         if EximpeStatus::parse(&self.status) == EximpeStatus::PaymentSuccessful {
-            return StatusReport::default();
+            return CallbackReport::LookUp { amount: None };
         }
         let mut report = status_report(&self.status);
         report.provider_payment_id = Some(self.payment_id.clone()).filter(|s| !s.is_empty());
         report.payment_method = Some(self.mop_type.clone()).filter(|s| !s.is_empty());
         report.occurred_at = parse_completed_at(&self.payment_completed_at);
-        report
+        CallbackReport::Apply(report)
     }
 }
 
@@ -597,7 +607,26 @@ mod tests {
 
     fn order(json: &str) -> Result<StatusReport, OrderProblem> {
         let r: GetOrderResponse = serde_json::from_str(json).unwrap();
-        r.data.unwrap().into_report("OD9411897512")
+        r.data.unwrap().into_report("OD9411897512", true)
+    }
+
+    #[test]
+    fn an_answer_of_the_other_mode_is_refused() {
+        let body = |testing: &str| {
+            format!(
+                r#"{{"data":{{"order_id":"OD9411897512","amount":1000,"currency":"INR","status":"payment_successful","is_testing":{testing}}}}}"#
+            )
+        };
+        let parse = |json: &str, testing: bool| {
+            serde_json::from_str::<GetOrderResponse>(json).unwrap().data.unwrap().into_report("OD9411897512", testing)
+        };
+        assert_eq!(parse(&body("true"), false).unwrap_err(), OrderProblem::ModeMismatch);
+        assert_eq!(parse(&body("false"), true).unwrap_err(), OrderProblem::ModeMismatch);
+        assert!(parse(&body("true"), true).is_ok());
+        assert!(parse(&body("false"), false).is_ok());
+        // An answer that does not say is taken as of the account's mode.
+        let silent = r#"{"data":{"order_id":"OD9411897512","amount":1000,"status":"payment_successful"}}"#;
+        assert!(parse(silent, false).is_ok());
     }
 
     #[test]
@@ -701,14 +730,14 @@ mod tests {
     fn a_success_form_says_nothing_and_other_outcomes_apply() {
         // The hash covers no amount: success is left to the status lookup.
         let form = CallbackForm::parse(SAMPLE_FORM.as_bytes()).unwrap();
-        assert_eq!(form.report(), StatusReport::default());
+        assert_eq!(form.report(), CallbackReport::LookUp { amount: None });
         for (status, want) in [
             ("payment_failed", PaymentStatus::Failed),
             ("payment_cancelled", PaymentStatus::Cancelled),
             ("payment_pending", PaymentStatus::Processing),
         ] {
             let form = CallbackForm { status: status.into(), ..form.clone() };
-            let report = form.report();
+            let CallbackReport::Apply(report) = form.report() else { panic!("{status} applies") };
             assert_eq!(report.status, Some(want), "{status}");
             assert_eq!(report.amount, None);
             assert_eq!(report.provider_payment_id.as_deref(), Some("PR2352113376"));

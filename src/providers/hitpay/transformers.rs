@@ -481,14 +481,19 @@ impl WebhookForm {
 
     /// HitPay's request id whenever the form carries one (the gateway matches it against the
     /// stored `provider_checkout_id`, so another request's webhook can never be applied to our
-    /// payment), else our payment id (`reference_number`).
+    /// payment), with our payment id (`reference_number`) when present too, so a payment whose
+    /// create timed out (no request id stored) adopts it; else our payment id alone.
     pub fn payment_ref(&self) -> Option<PaymentRef> {
         let request = self.get("payment_request_id");
-        if !request.is_empty() {
-            return Some(PaymentRef::CheckoutId(request.to_owned()));
-        }
         let reference = self.get("reference_number");
-        (!reference.is_empty()).then(|| PaymentRef::Id(reference.to_owned()))
+        match (request.is_empty(), reference.is_empty()) {
+            (false, false) => {
+                Some(PaymentRef::Both { id: reference.to_owned(), checkout_id: request.to_owned() })
+            }
+            (false, true) => Some(PaymentRef::CheckoutId(request.to_owned())),
+            (true, false) => Some(PaymentRef::Id(reference.to_owned())),
+            (true, true) => None,
+        }
     }
 
     /// What a verified form says. Amount and currency are required: the gateway checks them.
@@ -727,7 +732,7 @@ mod tests {
     fn webhook_events() {
         let e = WebhookForm::parse(NOTE_FORM.as_bytes()).unwrap().into_event().unwrap();
         assert_eq!(e.key, "p1:completed");
-        assert_eq!(e.payment, PaymentRef::CheckoutId("r1".into()), "the request id wins");
+        assert_eq!(e.payment, PaymentRef::Both { id: "ORD1".into(), checkout_id: "r1".into() }, "both ids");
         assert_eq!(e.report.status, Some(PaymentStatus::Succeeded));
         assert_eq!(e.report.amount, Some((1000, "SGD".into())));
         assert_eq!(e.report.provider_payment_id.as_deref(), Some("p1"));
@@ -753,7 +758,10 @@ mod tests {
 
     #[test]
     fn hints_and_error_codes() {
-        assert_eq!(hint(b"reference_number=pay_1&payment_request_id=r"), Some(PaymentRef::CheckoutId("r".into())));
+        assert_eq!(
+            hint(b"reference_number=pay_1&payment_request_id=r"),
+            Some(PaymentRef::Both { id: "pay_1".into(), checkout_id: "r".into() })
+        );
         assert_eq!(hint(b"reference_number=pay_1"), Some(PaymentRef::Id("pay_1".into())));
         assert_eq!(hint(b"payment_request_id=r"), Some(PaymentRef::CheckoutId("r".into())));
         assert_eq!(hint(b"garbage"), None);

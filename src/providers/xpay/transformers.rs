@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{NewCheckout, PaymentStatus, StatusReport};
-use crate::providers::{CallbackError, PaymentRef};
+use crate::providers::{CallbackError, CallbackReport, PaymentRef};
 
 /// Key under `metadata` that carries our payment id.
 pub const PAYMENT_ID_METADATA_KEY: &str = "paygate_payment_id";
@@ -259,24 +259,33 @@ pub struct EventData {
 pub struct ParsedEvent {
     pub event_id: String,
     pub payment: PaymentRef,
-    /// Empty (`StatusReport::default()`) for event types we do not map: the gateway changes
-    /// nothing and asks XPay for the session instead.
-    pub report: StatusReport,
+    /// A look-up for event types and statuses we do not trust from the body: the gateway
+    /// changes nothing and asks XPay for the session instead.
+    pub report: CallbackReport,
 }
 
 fn malformed(field: &str) -> CallbackError {
     CallbackError::Malformed { field: field.to_owned() }
 }
 
-/// The payment a `data.object` names: `metadata.paygate_payment_id`, else a checkout session's id.
+/// The payment a `data.object` names: a checkout session's id and `metadata.paygate_payment_id`
+/// (both when present, so a payment whose create timed out adopts the session), or either alone.
 fn payment_ref(object: &serde_json::Value) -> Option<PaymentRef> {
-    if let Some(id) = object.pointer("/metadata/paygate_payment_id").and_then(|v| v.as_str()).filter(|s| !s.is_empty())
-    {
-        return Some(PaymentRef::Id(id.to_owned()));
+    let ours = object
+        .pointer("/metadata/paygate_payment_id")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    let session = object.get("id").and_then(|v| v.as_str()).filter(|id| {
+        !id.is_empty()
+            && (object.get("object").and_then(|o| o.as_str()) == Some("checkout.session") || id.starts_with("cs_"))
+    });
+    match (ours, session) {
+        (Some(id), Some(session)) => Some(PaymentRef::Both { id, checkout_id: session.to_owned() }),
+        (Some(id), None) => Some(PaymentRef::Id(id)),
+        (None, Some(session)) => Some(PaymentRef::CheckoutId(session.to_owned())),
+        (None, None) => None,
     }
-    let id = object.get("id")?.as_str().filter(|s| !s.is_empty())?;
-    let is_session = object.get("object").and_then(|o| o.as_str()) == Some("checkout.session") || id.starts_with("cs_");
-    is_session.then(|| PaymentRef::CheckoutId(id.to_owned()))
 }
 
 /// Parses a verified body. `checkout.session.completed` with `status: complete` reports the
@@ -298,12 +307,12 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent, CallbackError> {
         // Only `complete` is trusted from the body; any other status on this event (`open`,
         // `expired`, unknown) is treated like an unmapped event: the gateway asks XPay instead.
         if session.status.as_deref().map(SessionStatus::from) == Some(SessionStatus::Complete) {
-            report
+            CallbackReport::Apply(report)
         } else {
-            StatusReport::default()
+            CallbackReport::LookUp { amount: None }
         }
     } else {
-        StatusReport::default()
+        CallbackReport::LookUp { amount: None }
     };
     Ok(ParsedEvent { event_id: event.id, payment, report })
 }
@@ -445,17 +454,17 @@ mod tests {
             "paymentIntent":{"id":"pi_1"},"metadata":{"paygate_payment_id":"pay_X"}}}}"#;
         let e = parse_event(body).unwrap();
         assert_eq!(e.event_id, "evt_1");
-        assert_eq!(e.payment, PaymentRef::Id("pay_X".into()));
-        assert_eq!(e.report.status, Some(PaymentStatus::Succeeded));
-        assert_eq!(e.report.amount, Some((149_900, "EGP".into())));
-        assert_eq!(e.report.provider_payment_id.as_deref(), Some("pi_1"));
+        assert_eq!(e.payment, PaymentRef::Both { id: "pay_X".into(), checkout_id: "cs_test_1".into() });
+        assert_eq!(e.report.applied().status, Some(PaymentStatus::Succeeded));
+        assert_eq!(e.report.applied().amount, Some((149_900, "EGP".into())));
+        assert_eq!(e.report.applied().provider_payment_id.as_deref(), Some("pi_1"));
 
         // Without our metadata the session id identifies the payment; a bare intent id is accepted.
         let body = br#"{"id":"evt_2","type":"checkout.session.completed","data":{"object":{"id":"cs_test_1",
             "status":"complete","amountTotal":1,"currency":"EGP","paymentIntent":"pi_2","metadata":{}}}}"#;
         let e = parse_event(body).unwrap();
         assert_eq!(e.payment, PaymentRef::CheckoutId("cs_test_1".into()));
-        assert_eq!(e.report.provider_payment_id.as_deref(), Some("pi_2"));
+        assert_eq!(e.report.applied().provider_payment_id.as_deref(), Some("pi_2"));
     }
 
     #[test]
@@ -463,7 +472,7 @@ mod tests {
         let body = br#"{"id":"evt_3","type":"checkout.session.expired","data":{"object":{"id":"cs_test_1",
             "status":"expired","amountTotal":5,"currency":"EGP"}}}"#;
         let e = parse_event(body).unwrap();
-        assert_eq!(e.report, StatusReport::default());
+        assert_eq!(e.report, CallbackReport::LookUp { amount: None });
         assert_eq!(e.payment, PaymentRef::CheckoutId("cs_test_1".into()));
     }
 
@@ -476,8 +485,8 @@ mod tests {
                 "paymentIntent":{{"id":"pi_1"}},"metadata":{{"paygate_payment_id":"pay_X"}}}}}}}}"#
             );
             let e = parse_event(body.as_bytes()).unwrap();
-            assert_eq!(e.report, StatusReport::default(), "{status}");
-            assert_eq!(e.payment, PaymentRef::Id("pay_X".into()));
+            assert_eq!(e.report, CallbackReport::LookUp { amount: None }, "{status}");
+            assert_eq!(e.payment, PaymentRef::Both { id: "pay_X".into(), checkout_id: "cs_test_1".into() });
         }
     }
 
@@ -507,7 +516,7 @@ mod tests {
     fn hints_name_the_payment_without_trusting_anything_else() {
         assert_eq!(
             hint(br#"{"data":{"object":{"id":"cs_1","metadata":{"paygate_payment_id":"pay_1"}}}}"#),
-            Some(PaymentRef::Id("pay_1".into()))
+            Some(PaymentRef::Both { id: "pay_1".into(), checkout_id: "cs_1".into() })
         );
         assert_eq!(hint(br#"{"data":{"object":{"id":"cs_1"}}}"#), Some(PaymentRef::CheckoutId("cs_1".into())));
         assert_eq!(hint(b"garbage"), None);

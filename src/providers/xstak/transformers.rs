@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 
 use crate::domain::money::{Currency, format_minor, parse_decimal_minor};
 use crate::domain::{NewCheckout, PaymentId, PaymentStatus, StatusReport};
-use crate::providers::{CallbackError, PaymentRef};
+use crate::providers::{CallbackError, CallbackReport, PaymentRef};
 
 /// The only currency XStak's checkout is documented with.
 pub const CURRENCY: &str = "PKR";
@@ -389,12 +389,12 @@ pub struct Webhook {
 /// A verified webhook, as the gateway needs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParsedWebhook {
-    /// `{payment_intent_id}:{status}:{refund_id}`: the dedupe key and event id.
+    /// `{payment_intent_id}:{status}:{refund_id}`: the event id shown to callers.
     pub event_key: String,
     pub payment: PaymentRef,
-    /// Empty (`StatusReport::default()`) for other types and refunds: the gateway changes
-    /// nothing and asks XStak instead (when lookups are enabled).
-    pub report: StatusReport,
+    /// A look-up for other types and refunds: the gateway changes nothing and asks XStak
+    /// instead (when lookups are enabled).
+    pub report: CallbackReport,
 }
 
 fn malformed(field: &str) -> CallbackError {
@@ -404,11 +404,14 @@ fn malformed(field: &str) -> CallbackError {
 /// The payment a body names: the intent id whenever the body carries one (the gateway matches
 /// it against the stored `provider_checkout_id`, so an intent that is not the payment's own can
 /// never be applied to it), else `metadata.order_reference` when it is one of our payment ids.
+/// With both, a payment whose create timed out (no intent stored) adopts the intent.
 fn payment_ref(order_reference: Option<&str>, intent_id: Option<&str>) -> Option<PaymentRef> {
-    if let Some(intent) = intent_id.filter(|s| !s.is_empty()) {
-        return Some(PaymentRef::CheckoutId(intent.to_owned()));
+    let ours = order_reference.and_then(PaymentId::parse).map(|id| id.as_str().to_owned());
+    match (intent_id.filter(|s| !s.is_empty()), ours) {
+        (Some(intent), Some(id)) => Some(PaymentRef::Both { id, checkout_id: intent.to_owned() }),
+        (Some(intent), None) => Some(PaymentRef::CheckoutId(intent.to_owned())),
+        (None, ours) => ours.map(PaymentRef::Id),
     }
-    order_reference.and_then(PaymentId::parse).map(|id| PaymentRef::Id(id.as_str().to_owned()))
 }
 
 fn text_of(value: &serde_json::Value) -> Option<String> {
@@ -430,7 +433,7 @@ pub fn parse_webhook(body: &[u8], unit: AmountUnit) -> Result<ParsedWebhook, Cal
     let event_key = format!("{intent_id}:{raw_status}:{}", refund.as_deref().unwrap_or(""));
 
     if hook.kind.as_deref() != Some(PAYMENT_INTENT_NOTIFICATION) || refund.is_some() {
-        return Ok(ParsedWebhook { event_key, payment, report: StatusReport::default() });
+        return Ok(ParsedWebhook { event_key, payment, report: CallbackReport::LookUp { amount: None } });
     }
     let amount = match (&hook.amount, &hook.currency) {
         (Some(a), Some(c)) => Some(amount_of(a, c, unit).ok_or_else(|| malformed("amount"))?),
@@ -448,7 +451,7 @@ pub fn parse_webhook(body: &[u8], unit: AmountUnit) -> Result<ParsedWebhook, Cal
             |v| if let serde_json::Value::Array(items) = v { items.first().and_then(text_of) } else { text_of(v) },
         )
         .filter(|m| identifier(m).is_some());
-    Ok(ParsedWebhook { event_key, payment, report })
+    Ok(ParsedWebhook { event_key, payment, report: CallbackReport::Apply(report) })
 }
 
 /// For an unverified body: the payment it claims to be about, if it has that shape. Never trusted.
@@ -673,10 +676,10 @@ mod tests {
         let pi = "xpay_pi_1573edc2074d54b60eb265e448cdf1eb5c09bfad5cac10153b107b0c780515fb";
         assert_eq!(w.payment, PaymentRef::CheckoutId(pi.into()));
         assert_eq!(w.event_key, format!("{pi}:succeeded:"));
-        assert_eq!(w.report.status, Some(PaymentStatus::Succeeded));
-        assert_eq!(w.report.amount, Some((1000, "PKR".into())));
-        assert_eq!(w.report.payment_method.as_deref(), Some("card"));
-        assert_eq!(w.report.provider_payment_id.as_deref(), Some(pi));
+        assert_eq!(w.report.applied().status, Some(PaymentStatus::Succeeded));
+        assert_eq!(w.report.applied().amount, Some((1000, "PKR".into())));
+        assert_eq!(w.report.applied().payment_method.as_deref(), Some("card"));
+        assert_eq!(w.report.applied().provider_payment_id.as_deref(), Some(pi));
 
         // The intent id wins over our id in metadata (which is only a fallback without one).
         let body = format!(
@@ -684,16 +687,16 @@ mod tests {
             "status":"failed","metadata":{{"order_reference":"{PAYMENT_ID}"}}}}"#
         );
         let w = parse_webhook(body.as_bytes(), AmountUnit::Major).unwrap();
-        assert_eq!(w.payment, PaymentRef::CheckoutId("xpay_pi_2".into()));
+        assert_eq!(w.payment, PaymentRef::Both { id: PAYMENT_ID.into(), checkout_id: "xpay_pi_2".into() });
         assert_eq!(
-            (w.report.status, w.report.failure_message.as_deref()),
+            (w.report.applied().status, w.report.applied().failure_message.as_deref()),
             (Some(PaymentStatus::Failed), Some("XStak reported failed"))
         );
         let body = br#"{"type":"PAYMENT_INTENT_NOTIFICATION","payment_intent_id":"xpay_pi_3","status":"canceled",
             "metadata":{"order_reference":"checkout-pl-02"}}"#;
         let w = parse_webhook(body, AmountUnit::Major).unwrap();
         assert_eq!(
-            (w.payment, w.report.status),
+            (w.payment, w.report.applied().status),
             (PaymentRef::CheckoutId("xpay_pi_3".into()), Some(PaymentStatus::Cancelled))
         );
     }
@@ -705,7 +708,7 @@ mod tests {
             br#"{"type":"SUBSCRIPTION_NOTIFICATION","payment_intent_id":"xpay_pi_1","amount":10,"currency":"PKR","status":"succeeded"}"#,
         ] {
             let w = parse_webhook(body, AmountUnit::Major).unwrap();
-            assert_eq!(w.report, StatusReport::default());
+            assert_eq!(w.report, CallbackReport::LookUp { amount: None });
         }
         let w = parse_webhook(br#"{"type":"PAYMENT_INTENT_NOTIFICATION","payment_intent_id":"pi","refund_id":"rf_1","status":"succeeded"}"#, AmountUnit::Major).unwrap();
         assert_eq!(w.event_key, "pi:succeeded:rf_1");
@@ -731,7 +734,7 @@ mod tests {
             hint(
                 format!(r#"{{"payment_intent_id":"pi_1","metadata":{{"order_reference":"{PAYMENT_ID}"}}}}"#).as_bytes()
             ),
-            Some(PaymentRef::CheckoutId("pi_1".into()))
+            Some(PaymentRef::Both { id: PAYMENT_ID.into(), checkout_id: "pi_1".into() })
         );
         assert_eq!(
             hint(format!(r#"{{"metadata":{{"order_reference":"{PAYMENT_ID}"}}}}"#).as_bytes()),

@@ -1,0 +1,392 @@
+//! The provider-check worker: claims due rows of `provider_checks`, asks the provider with no
+//! transaction open, applies the answer through the state machine and event log, then deletes
+//! or reschedules the row. One worker runs on every replica; leases keep them apart.
+//!
+//! What a check does depends on the payment, not on why it was asked for:
+//! - SUCCEEDED: nothing (the row goes).
+//! - open, before `expires_at`: a status lookup; then the next point of the schedule.
+//! - open, at or past `expires_at`: cancel at the provider where it can (a refusal is fine),
+//!   then a final lookup. EXPIRED unless the provider reports success or processing; processing
+//!   keeps it open and checked until `grace_secs` past `expires_at`, then EXPIRED with
+//!   `RECONCILIATION_FAILED` (so does a lookup that keeps failing). No lookup possible: local
+//!   expiry, counted.
+//! - CANCELLED or EXPIRED (a late trigger): one lookup, so a late success is applied.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::Gateway;
+use crate::domain::{Payment, PaymentStatus, StatusReport};
+use crate::error::ApiError;
+use crate::providers::{Provider, ProviderError};
+use crate::store::checks::{self, Claimed};
+
+/// Checks one replica runs at once, over all accounts.
+const MAX_IN_FLIGHT: usize = 64;
+/// Longest a claimed check waits for its account's rate limit before it is postponed instead.
+const MAX_RATE_WAIT: Duration = Duration::from_secs(2);
+/// `failure_code` of a payment expired without a provider answer after the grace period.
+pub const RECONCILIATION_FAILED: &str = "RECONCILIATION_FAILED";
+
+/// One provider account's limits on this replica.
+#[derive(Debug)]
+pub(super) struct AccountLimiter {
+    slots: Semaphore,
+    rate: DefaultDirectRateLimiter,
+}
+
+/// What a check decided.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    /// Nothing more to ask: the row goes.
+    Done,
+    /// Ask again at this time.
+    Next(DateTime<Utc>),
+    /// The provider could not answer: back off.
+    Retry(String),
+}
+
+/// The first point of `schedule` (seconds after `anchor`) later than `now`; past the last
+/// point, the next whole hour after it.
+pub fn next_scheduled(anchor: DateTime<Utc>, now: DateTime<Utc>, schedule: &[u64]) -> DateTime<Utc> {
+    let at = |secs: u64| anchor + TimeDelta::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 2_000));
+    if let Some(t) = schedule.iter().map(|s| at(*s)).find(|t| *t > now) {
+        return t;
+    }
+    let last = at(schedule.last().copied().unwrap_or(0));
+    let hours = (now - last).num_seconds().div_euclid(3600) + 1;
+    last + TimeDelta::hours(hours.max(1))
+}
+
+/// Jittered exponential backoff after `attempts` consecutive failures (≥ 1): the delay doubles
+/// from `initial_ms` up to `max_secs`, and a random half of it is taken off.
+pub fn backoff(attempts: i32, initial_ms: u64, max_secs: u64) -> Duration {
+    let exp = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(30);
+    let ceiling = Duration::from_millis(initial_ms.saturating_mul(1u64 << exp)).min(Duration::from_secs(max_secs));
+    let half = ceiling / 2;
+    half + half.mul_f64(rand::rng().random::<f64>())
+}
+
+impl Gateway {
+    fn limiter(&self, provider: &str, account: &str) -> Arc<AccountLimiter> {
+        let cfg = self.reconciler_config();
+        let build = || {
+            let per_sec = NonZeroU32::new(cfg.check_rate_per_sec).unwrap_or(NonZeroU32::MIN);
+            Arc::new(AccountLimiter {
+                slots: Semaphore::new(cfg.check_concurrency.max(1) as usize),
+                rate: RateLimiter::direct(Quota::per_second(per_sec)),
+            })
+        };
+        match self.inner.check_limits.lock() {
+            Ok(mut map) => map.entry((provider.to_owned(), account.to_owned())).or_insert_with(build).clone(),
+            Err(_) => build(),
+        }
+    }
+
+    /// Claims up to `limit` due checks for this replica.
+    async fn claim_checks(&self, limit: usize) -> Result<Vec<Claimed>, sqlx::Error> {
+        let mut conn = self.store().pool().acquire().await?;
+        let lease = self.reconciler_config().lease_secs as f64;
+        checks::claim(&mut conn, i64::try_from(limit).unwrap_or(i64::MAX), lease).await
+    }
+
+    /// Runs every check due now on this replica and waits for them (tests and operators; the
+    /// worker does the same continuously). Returns how many ran.
+    pub async fn run_due_checks(&self) -> Result<usize, ApiError> {
+        let mut ran = 0;
+        loop {
+            let claimed = self.claim_checks(MAX_IN_FLIGHT).await?;
+            if claimed.is_empty() {
+                return Ok(ran);
+            }
+            ran += claimed.len();
+            let mut tasks = JoinSet::new();
+            for c in claimed {
+                tasks.spawn(self.clone().run_claimed(c));
+            }
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+
+    /// Runs one claimed check within its account's limits, then records the step.
+    async fn run_claimed(self, claimed: Claimed) {
+        let limiter = self.limiter(&claimed.provider, &claimed.account);
+        let Ok(_slot) = limiter.slots.acquire().await else { return };
+        if tokio::time::timeout(MAX_RATE_WAIT, limiter.rate.until_ready()).await.is_err() {
+            // Rate limiting postpones a check, never drops it.
+            self.metrics().count(&claimed.provider, "check_postponed");
+            let due = Utc::now() + TimeDelta::from_std(MAX_RATE_WAIT).unwrap_or_default();
+            let result = async {
+                let mut conn = self.store().pool().acquire().await?;
+                checks::postpone(&mut conn, &claimed, due).await
+            }
+            .await;
+            self.note_fence(&claimed, result);
+            return;
+        }
+        let step = match self.check(&claimed).await {
+            Ok(step) => step,
+            Err(e) => Step::Retry(format!("internal: {}", e.reason())),
+        };
+        let cfg = self.reconciler_config();
+        match step {
+            Step::Done => {
+                self.metrics().count(&claimed.provider, "check_done");
+                let finished = async {
+                    let mut conn = self.store().pool().acquire().await?;
+                    checks::finish(&mut conn, &claimed).await
+                }
+                .await;
+                self.note_fence(&claimed, finished);
+            }
+            Step::Next(due) => {
+                self.metrics().count(&claimed.provider, "check_rescheduled");
+                self.record_step(&claimed, due, 0, None).await;
+            }
+            Step::Retry(error) => {
+                self.metrics().count(&claimed.provider, "check_failed");
+                let attempts = claimed.attempts.saturating_add(1);
+                let delay = backoff(attempts, cfg.backoff_initial_ms, cfg.backoff_max_secs);
+                let due = Utc::now() + TimeDelta::from_std(delay).unwrap_or_default();
+                tracing::info!(payment_id = %claimed.payment_id, provider = %claimed.provider, attempts, %error, "provider check failed; retrying later");
+                self.record_step(&claimed, due, attempts, Some(error)).await;
+            }
+        }
+    }
+
+    async fn record_step(&self, claimed: &Claimed, due: DateTime<Utc>, attempts: i32, error: Option<String>) {
+        let result = async {
+            let mut conn = self.store().pool().acquire().await?;
+            checks::reschedule(&mut conn, claimed, due, attempts, error.as_deref()).await
+        }
+        .await;
+        self.note_fence(claimed, result);
+    }
+
+    /// A lost lease means another worker took the row over (this one was too slow): its result
+    /// stands. A database error leaves the lease to expire, and the check runs again.
+    fn note_fence(&self, claimed: &Claimed, result: Result<bool, sqlx::Error>) {
+        match result {
+            Ok(true) => {}
+            Ok(false) => {
+                self.metrics().count(&claimed.provider, "check_lease_lost");
+                tracing::warn!(payment_id = %claimed.payment_id, "provider check lease lost; another worker has it");
+            }
+            Err(e) => tracing::warn!(payment_id = %claimed.payment_id, error = %e, "cannot record a provider check"),
+        }
+    }
+
+    /// Decides and does one check.
+    async fn check(&self, claimed: &Claimed) -> Result<Step, ApiError> {
+        let payment = match self.load(&claimed.payment_id).await {
+            Ok(p) => p,
+            Err(ApiError::PaymentNotFound) => return Ok(Step::Done),
+            Err(e) => return Err(e),
+        };
+        if payment.status == PaymentStatus::Succeeded {
+            return Ok(Step::Done);
+        }
+        let cfg = self.reconciler_config();
+        let grace = TimeDelta::seconds(i64::try_from(cfg.grace_secs).unwrap_or(i64::MAX / 2_000));
+        let now = Utc::now();
+        let provider = match self.registry().resolve(&payment.provider, &payment.account) {
+            Ok(p) => p,
+            Err(_) if payment.status.is_open() && payment.expires_at.is_some_and(|t| now >= t + grace) => {
+                return self.expire_unreconciled(&payment, "the provider account is no longer configured").await;
+            }
+            Err(_) => return Ok(Step::Retry("provider account not configured".into())),
+        };
+        if !payment.status.is_open() {
+            return Ok(self.check_closed(&*provider, &payment, grace, now).await);
+        }
+        let Some(expires_at) = payment.expires_at else {
+            return self.look_up_open(&*provider, &payment, None).await;
+        };
+        if now < expires_at {
+            return self.look_up_open(&*provider, &payment, Some(expires_at)).await;
+        }
+        if now >= expires_at + grace {
+            return self.expire_unreconciled(&payment, "no provider answer within the grace period").await;
+        }
+        self.expire_at_provider(&*provider, &payment, expires_at, grace).await
+    }
+
+    /// An open payment before its expiry: look it up, then wait for the next scheduled point.
+    async fn look_up_open(
+        &self,
+        provider: &dyn Provider,
+        payment: &Payment,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Result<Step, ApiError> {
+        let schedule = &self.reconciler_config().schedule_secs;
+        let next = |now| {
+            let at = next_scheduled(payment.created_at, now, schedule);
+            expires_at.map_or(at, |e| at.min(e))
+        };
+        match self.look_up(provider, payment).await {
+            Ok(Some((after, _))) if after.status == PaymentStatus::Succeeded => Ok(Step::Done),
+            Ok(Some(_)) => Ok(Step::Next(next(Utc::now()))),
+            // Nothing can be learned before expiry (no lookup, or no provider id yet).
+            Ok(None) => Ok(expires_at.map_or(Step::Done, Step::Next)),
+            Err(e) => Ok(Step::Retry(e.summary())),
+        }
+    }
+
+    /// An open payment at or past `expires_at`, inside the grace period.
+    async fn expire_at_provider(
+        &self,
+        provider: &dyn Provider,
+        payment: &Payment,
+        expires_at: DateTime<Utc>,
+        grace: TimeDelta,
+    ) -> Result<Step, ApiError> {
+        self.metrics().count_call(provider.name(), "cancel");
+        match provider.cancel(payment).await {
+            // Cancelled, refused (the session is no longer open) or not possible: the final
+            // lookup decides.
+            Ok(()) | Err(ProviderError::Rejected { .. } | ProviderError::Unsupported) => {}
+            Err(e) => return Ok(Step::Retry(e.summary())),
+        }
+        match self.look_up(provider, payment).await {
+            Ok(Some((after, _))) if after.status == PaymentStatus::Succeeded => Ok(Step::Done),
+            Ok(Some((after, report))) if report.status == Some(PaymentStatus::Processing) => {
+                let schedule = &self.reconciler_config().schedule_secs;
+                let next = next_scheduled(expires_at, Utc::now(), schedule).min(expires_at + grace);
+                tracing::info!(payment_id = %after.id, "provider reports processing at expiry; kept open");
+                Ok(Step::Next(next))
+            }
+            Ok(Some(_)) => self.expire(payment, None).await,
+            Ok(None) => {
+                self.metrics().count(provider.name(), "local_expiry");
+                self.expire(payment, None).await
+            }
+            Err(e) => Ok(Step::Retry(e.summary())),
+        }
+    }
+
+    /// A CANCELLED or EXPIRED payment someone asked about: one lookup, so a late success is
+    /// learned. Failures retry for the grace period after the payment closed.
+    async fn check_closed(&self, provider: &dyn Provider, payment: &Payment, grace: TimeDelta, now: DateTime<Utc>) -> Step {
+        match self.look_up(provider, payment).await {
+            Ok(_) => Step::Done,
+            Err(_) if now >= payment.updated_at + grace => Step::Done,
+            Err(e) => Step::Retry(e.summary()),
+        }
+    }
+
+    /// Asks the provider and applies the answer (`source` `reconciler`). `None`: no lookup is
+    /// possible. The report is returned with the payment after it.
+    async fn look_up(
+        &self,
+        provider: &dyn Provider,
+        payment: &Payment,
+    ) -> Result<Option<(Payment, StatusReport)>, ProviderError> {
+        self.metrics().count_call(provider.name(), "status");
+        let Some(report) = provider.fetch_status(payment).await? else { return Ok(None) };
+        match self.apply_report(&payment.id, &report, "reconciler").await {
+            Ok(after) => Ok(Some((after, report))),
+            Err(e) => Err(ProviderError::Unavailable(format!("cannot apply the answer: {}", e.reason()))),
+        }
+    }
+
+    /// EXPIRED (source `expiry`), if the payment is still open and past its `expires_at`.
+    async fn expire(&self, payment: &Payment, failure: Option<(&str, &str)>) -> Result<Step, ApiError> {
+        let report = StatusReport {
+            status: Some(PaymentStatus::Expired),
+            failure_code: failure.map(|(code, _)| code.to_owned()),
+            failure_message: failure.map(|(_, message)| message.to_owned()),
+            ..Default::default()
+        };
+        let due = |p: &Payment| p.status.is_open() && p.expires_at.is_some_and(|t| t <= Utc::now());
+        self.apply_report_if(&payment.id, &report, "expiry", due).await?;
+        Ok(Step::Done)
+    }
+
+    async fn expire_unreconciled(&self, payment: &Payment, why: &str) -> Result<Step, ApiError> {
+        self.metrics().count(&payment.provider, "reconciliation_failed");
+        tracing::warn!(payment_id = %payment.id, provider = %payment.provider, why, "expiring a payment the provider never confirmed");
+        self.expire(payment, Some((RECONCILIATION_FAILED, "expired without a provider answer after the grace period")))
+            .await
+    }
+}
+
+/// Runs this replica's check worker until `shutdown`: claims due checks (woken at once by local
+/// needs, else every `poll_interval_ms`) and runs them, at most [`MAX_IN_FLIGHT`] at a time.
+/// Checks still running at shutdown get a few seconds; any cut short keep their lease, which
+/// expires, and the check runs again elsewhere.
+pub async fn run_check_worker(gateway: Gateway, shutdown: CancellationToken) {
+    let poll = Duration::from_millis(gateway.reconciler_config().poll_interval_ms.max(1));
+    let mut tasks = JoinSet::new();
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let free = MAX_IN_FLIGHT.saturating_sub(tasks.len());
+        let mut full_batch = false;
+        if free > 0 && !shutdown.is_cancelled() {
+            match gateway.claim_checks(free).await {
+                Ok(claimed) => {
+                    full_batch = claimed.len() == free;
+                    for c in claimed {
+                        tasks.spawn(gateway.clone().run_claimed(c));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot claim provider checks"),
+            }
+        }
+        if full_batch {
+            continue;
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = gateway.inner.check_wake.notified() => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() && free == 0 => {}
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+        tasks.abort_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn schedule_points_then_hourly() {
+        let s = [60, 300, 900, 3600];
+        assert_eq!(next_scheduled(t(0), t(0), &s), t(60));
+        assert_eq!(next_scheduled(t(0), t(60), &s), t(300));
+        assert_eq!(next_scheduled(t(0), t(899), &s), t(900));
+        assert_eq!(next_scheduled(t(0), t(900), &s), t(3600));
+        assert_eq!(next_scheduled(t(0), t(3600), &s), t(7200));
+        assert_eq!(next_scheduled(t(0), t(7199), &s), t(7200));
+        assert_eq!(next_scheduled(t(0), t(7200), &s), t(10_800));
+        assert_eq!(next_scheduled(t(0), t(-5), &s), t(60));
+    }
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_caps() {
+        for _ in 0..100 {
+            let d = backoff(1, 1000, 300);
+            assert!(d >= Duration::from_millis(500) && d <= Duration::from_millis(1000), "{d:?}");
+            let d = backoff(4, 1000, 300);
+            assert!(d >= Duration::from_millis(4000) && d <= Duration::from_millis(8000), "{d:?}");
+            let d = backoff(40, 1000, 300);
+            assert!(d >= Duration::from_secs(150) && d <= Duration::from_secs(300), "{d:?}");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The durable provider-check queue (`provider_checks`): one row per payment that needs its
+//! provider asked. See the migration for the column semantics.
+//!
+//! Life of a row: [`request`] creates it or moves `due_at` earlier; [`claim`] leases due rows
+//! (and rows whose lease ran out: their worker died) and clears `due_at`; the worker calls the
+//! provider with no transaction open, then [`finish`] deletes it or [`reschedule`] sets the next
+//! `due_at`. Both are fenced by the lease: a worker that lost its lease changes nothing. A need
+//! recorded while a worker holds the row sets `due_at` again, so finishing keeps the row due.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+/// Why a check was asked for (stored for operators; the worker decides what to do from the
+/// payment itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckReason {
+    /// The reconciliation schedule of an open payment.
+    Scheduled,
+    /// A verified callback that only says "look this payment up".
+    Callback,
+    /// A callback that failed verification named this payment.
+    UnverifiedCallback,
+    /// The shopper came back from the provider's page.
+    ShopperReturn,
+    /// A create whose outcome is unknown (timeout, 5xx after sending).
+    CreateOutcomeUnknown,
+}
+
+impl CheckReason {
+    /// Name as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Callback => "callback",
+            Self::UnverifiedCallback => "unverified_callback",
+            Self::ShopperReturn => "shopper_return",
+            Self::CreateOutcomeUnknown => "create_outcome_unknown",
+        }
+    }
+
+    /// Whether anyone on the internet can cause this need: then it is deferred to at least the
+    /// minimum interval after the payment's last check (rate limiting postpones, never drops).
+    pub fn untrusted(self) -> bool {
+        matches!(self, Self::UnverifiedCallback | Self::ShopperReturn)
+    }
+}
+
+/// Records a need to check `payment_id` in `delay_secs` (0 = now). An existing row only moves
+/// earlier. `min_interval_secs` defers the need to that long after the last check started.
+pub async fn request(
+    conn: &mut PgConnection,
+    payment_id: &str,
+    reason: CheckReason,
+    delay_secs: f64,
+    min_interval_secs: f64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO provider_checks (payment_id, due_at, reason) \
+         VALUES ($1, clock_timestamp() + make_interval(secs => $3), $2) \
+         ON CONFLICT (payment_id) DO UPDATE SET \
+             due_at = LEAST(provider_checks.due_at, \
+                 GREATEST(EXCLUDED.due_at, provider_checks.last_checked_at + make_interval(secs => $4))), \
+             reason = CASE WHEN provider_checks.due_at IS NULL OR EXCLUDED.due_at < provider_checks.due_at \
+                 THEN EXCLUDED.reason ELSE provider_checks.reason END",
+    )
+    .bind(payment_id)
+    .bind(reason.as_str())
+    .bind(delay_secs)
+    .bind(min_interval_secs)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A row leased by this worker.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Claimed {
+    pub payment_id: String,
+    pub reason: String,
+    /// Consecutive failures before this attempt.
+    pub attempts: i32,
+    /// The lease, also the fencing token of [`finish`] and [`reschedule`].
+    pub leased_until: DateTime<Utc>,
+    pub provider: String,
+    pub account: String,
+}
+
+/// Leases up to `limit` due rows (oldest first) for `lease_secs`, skipping rows other workers
+/// are claiming at the same moment. Rows whose lease expired are due again.
+pub async fn claim(conn: &mut PgConnection, limit: i64, lease_secs: f64) -> Result<Vec<Claimed>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH due AS ( \
+             SELECT payment_id FROM provider_checks \
+             WHERE (leased_until IS NULL AND due_at <= clock_timestamp()) OR leased_until <= clock_timestamp() \
+             ORDER BY COALESCE(leased_until, due_at) LIMIT $1 FOR UPDATE SKIP LOCKED) \
+         UPDATE provider_checks c SET leased_until = date_trunc('milliseconds', clock_timestamp()) \
+                 + make_interval(secs => $2), due_at = NULL, last_checked_at = clock_timestamp() \
+         FROM due, payments p WHERE c.payment_id = due.payment_id AND p.id = c.payment_id \
+         RETURNING c.payment_id, c.reason, c.attempts, c.leased_until, p.provider, p.account",
+    )
+    .bind(limit)
+    .bind(lease_secs)
+    .fetch_all(conn)
+    .await
+}
+
+/// The check is done: the row goes, unless a new need arrived meanwhile (then it stays due).
+/// `false` when the lease was lost.
+pub async fn finish(conn: &mut PgConnection, claimed: &Claimed) -> Result<bool, sqlx::Error> {
+    let deleted = sqlx::query("DELETE FROM provider_checks WHERE payment_id = $1 AND leased_until = $2 AND due_at IS NULL")
+        .bind(&claimed.payment_id)
+        .bind(claimed.leased_until)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if deleted == 1 {
+        return Ok(true);
+    }
+    let kept = sqlx::query(
+        "UPDATE provider_checks SET leased_until = NULL, attempts = 0, last_error = NULL \
+         WHERE payment_id = $1 AND leased_until = $2",
+    )
+    .bind(&claimed.payment_id)
+    .bind(claimed.leased_until)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(kept == 1)
+}
+
+/// Releases the row to be due at `due_at` (or earlier, if a need arrived meanwhile), with the
+/// failure count and last error. `false` when the lease was lost.
+pub async fn reschedule(
+    conn: &mut PgConnection,
+    claimed: &Claimed,
+    due_at: DateTime<Utc>,
+    attempts: i32,
+    last_error: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "UPDATE provider_checks SET due_at = LEAST(due_at, $3), leased_until = NULL, attempts = $4, last_error = $5 \
+         WHERE payment_id = $1 AND leased_until = $2",
+    )
+    .bind(&claimed.payment_id)
+    .bind(claimed.leased_until)
+    .bind(due_at)
+    .bind(attempts)
+    .bind(last_error)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Releases the row unchanged but for `due_at` (rate limiting: not a failure). `false` when the
+/// lease was lost.
+pub async fn postpone(conn: &mut PgConnection, claimed: &Claimed, due_at: DateTime<Utc>) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "UPDATE provider_checks SET due_at = LEAST(due_at, $3), leased_until = NULL          WHERE payment_id = $1 AND leased_until = $2",
+    )
+    .bind(&claimed.payment_id)
+    .bind(claimed.leased_until)
+    .bind(due_at)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// One row as stored, for operators and tests.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CheckRow {
+    pub payment_id: String,
+    pub due_at: Option<DateTime<Utc>>,
+    pub reason: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub leased_until: Option<DateTime<Utc>>,
+}
+
+/// The check row of a payment, if any.
+pub async fn get(conn: &mut PgConnection, payment_id: &str) -> Result<Option<CheckRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT payment_id, due_at, reason, attempts, last_error, leased_until FROM provider_checks WHERE payment_id = $1",
+    )
+    .bind(payment_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Rows due now and how long the oldest has waited, in seconds (queue depth metrics).
+pub async fn backlog(conn: &mut PgConnection) -> Result<(i64, f64), sqlx::Error> {
+    let (due, age): (i64, Option<f64>) = sqlx::query_as(
+        "SELECT COUNT(*), EXTRACT(EPOCH FROM clock_timestamp() - MIN(due_at))::float8 FROM provider_checks \
+         WHERE leased_until IS NULL AND due_at <= clock_timestamp()",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok((due, age.unwrap_or(0.0)))
+}
