@@ -552,7 +552,7 @@ async fn provider_errors_on_create_map_to_the_error_table() {
 }
 
 #[tokio::test]
-async fn a_create_that_times_out_is_provider_timeout() {
+async fn a_create_that_times_out_is_retried_with_the_same_request_id() {
     let mock = MockServer::start().await;
     Harness::auth_mock(vec![jwt("t", in_30_days())], Arc::new(AtomicUsize::new(0))).mount(&mock).await;
     Mock::given(method("POST"))
@@ -570,7 +570,31 @@ async fn a_create_that_times_out_is_provider_timeout() {
         payment_methods: vec!["expay".into()],
         ..Default::default()
     };
-    common::assert_create_times_out(&app, request).await;
+    // Exirom dedupes creates on our `requestId`: the key stays retryable (PROVIDER_TIMEOUT), a
+    // retry re-sends the same create for the same payment, and the payment has a check queued.
+    let mut request = request;
+    request.idempotency_key = "ex-timeout-key".into();
+    let mut payment_ids = Vec::new();
+    for attempt in 1..=2 {
+        let started = std::time::Instant::now();
+        let status = app.grpc.clone().create_checkout(request.clone()).await.expect_err("create must time out");
+        assert!(started.elapsed() < Duration::from_secs(4));
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(error_info(&status).0, "PROVIDER_TIMEOUT");
+        common::wait_for_requests(&mock, "POST", "/api/v1/payments/apm", attempt).await;
+        let bodies: Vec<serde_json::Value> = mock
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| r.url.path() == "/api/v1/payments/apm")
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+            .collect();
+        payment_ids.push(bodies.last().unwrap()["requestId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(payment_ids[0], payment_ids[1], "the same requestId: Exirom answers with the same transaction");
+    assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM provider_checks WHERE reason = 'create_outcome_unknown'").await, 1);
 }
 
 /// A create that timed out leaves the payment without a transaction id. A genuine callback still
@@ -864,7 +888,7 @@ async fn a_genuine_callback_cannot_be_repointed_at_another_payment() {
 }
 
 #[tokio::test]
-async fn amount_tampering_is_refused_or_recorded_but_never_pays() {
+async fn amount_tampering_is_refused_or_recorded_as_a_mismatch_but_never_pays() {
     let h = Harness::start().await;
     h.create_mock().mount(&h.mock).await;
     let payment = h.create("ex-amount").await;
@@ -874,21 +898,32 @@ async fn amount_tampering_is_refused_or_recorded_but_never_pays() {
     let tampered = tx_info(&payment, "COMPLETED", "1.0", "");
     assert_eq!(h.post_callback(&tampered, &signed_for(&payment, "100.0")).await.status(), 401);
 
-    // Another order amount, signed: the callback applies nothing; the lookup is what counts.
+    // COMPLETED swapped for PROCESSING under the same checksum: the body's status is not
+    // applied; the lookup it queues (PENDING) is what counts.
+    let body = tx_info(&payment, "COMPLETED", "100.0", "").replace(":\"COMPLETED\"", ":\"PROCESSING\"");
+    let response = h.verify(&body, &signed_for(&payment, "100.0")).await.unwrap();
+    assert!(!response.status_changed && !response.duplicate);
+    h.wait_for_lookups(&payment, 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let p = h.app.get_payment(&payment.id).await;
+    assert_eq!((p.status(), p.failure_code.as_str()), (PaymentStatus::Pending, ""));
+
+    // Another order amount, signed: recorded as AMOUNT_MISMATCH (the ingress answers 200 so
+    // Exirom stops resending), status unchanged, no lookup queued.
     let r = h.post_callback(&tampered, &signed_for(&payment, "1.0")).await;
     assert_eq!(r.status(), 200);
     let json: Value = r.json().await.unwrap();
     assert_eq!((json["duplicate"].as_bool(), json["status_changed"].as_bool()), (Some(false), Some(false)));
-    h.wait_for_lookups(&payment, 1).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(h.app.get_payment(&payment.id).await.status(), PaymentStatus::Pending);
-
-    // COMPLETED swapped for PROCESSING under the same checksum: the body's status is not applied.
-    let body = tx_info(&payment, "COMPLETED", "100.5", "").replace(":\"COMPLETED\"", ":\"PROCESSING\"");
-    let response = h.verify(&body, &signed_for(&payment, "100.5")).await.unwrap();
-    assert!(!response.status_changed && !response.duplicate);
     let p = h.app.get_payment(&payment.id).await;
-    assert_eq!((p.status(), p.failure_code.as_str()), (PaymentStatus::Pending, ""));
+    assert_eq!((p.status(), p.failure_code.as_str()), (PaymentStatus::Pending, "AMOUNT_MISMATCH"));
+    // The same over VerifyCallback (another delivery): FAILED_PRECONDITION AMOUNT_MISMATCH.
+    let other = tampered.replace("\"COMPLETED\"", "\"DECLINED\"");
+    let status = h.verify(&other, &signed_for(&payment, "1.0")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(error_info(&status).0, "AMOUNT_MISMATCH");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(common::requests_to(&h.mock, "GET", &Harness::lookup_path(&payment)).await, 1, "no lookup for a mismatch");
+    assert_eq!(h.app.get_payment(&payment.id).await.status(), PaymentStatus::Pending);
 
     // Exirom's lookup reports another order amount: recorded, status unchanged.
     h.mock.reset().await;

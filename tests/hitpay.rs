@@ -514,14 +514,17 @@ async fn provider_errors_on_create_map_to_the_error_table() {
     let h = Harness::start(Encoding::Form).await;
     let laravel = json!({ "message": "The given data was invalid.",
         "errors": { "amount": ["The amount must be at least 0.3."], "email": [format!("{CUSTOMER_EMAIL} is invalid")] } });
-    let cases: [(u16, Value, tonic::Code, &str, Option<&str>); 6] = [
+    let cases: [(u16, Value, tonic::Code, &str, Option<&str>); 8] = [
         (422, laravel, tonic::Code::InvalidArgument, "PROVIDER_REJECTED", Some("invalid_amount")),
         (400, json!({ "message": "bad" }), tonic::Code::InvalidArgument, "PROVIDER_REJECTED", Some("http_400")),
         (401, json!({ "message": "Invalid Business API Key" }), tonic::Code::Unavailable, "PROVIDER_UNAVAILABLE", None),
         (403, json!({}), tonic::Code::Unavailable, "PROVIDER_UNAVAILABLE", None),
         (503, json!({ "message": "down" }), tonic::Code::Unavailable, "PROVIDER_UNAVAILABLE", None),
-        // A 2xx without `url` is not the documented API.
-        (201, json!({ "id": "x", "status": "pending" }), tonic::Code::Unavailable, "PROVIDER_UNAVAILABLE", None),
+        (429, json!({ "message": "slow down" }), tonic::Code::Unavailable, "PROVIDER_UNAVAILABLE", None),
+        // HitPay may have opened the request: never sent again, the payment is checked.
+        (502, json!({}), tonic::Code::Unavailable, "PROVIDER_OUTCOME_UNKNOWN", None),
+        // A 2xx without `url` is not the documented API, but something was created.
+        (201, json!({ "id": "x", "status": "pending" }), tonic::Code::Unavailable, "PROVIDER_OUTCOME_UNKNOWN", None),
     ];
     for (i, (http_status, body, code, reason, provider_code)) in cases.into_iter().enumerate() {
         h.mock.reset().await;
@@ -548,7 +551,7 @@ async fn provider_errors_on_create_map_to_the_error_table() {
 }
 
 #[tokio::test]
-async fn a_create_that_times_out_is_provider_timeout() {
+async fn a_create_that_times_out_is_never_sent_again() {
     // The shared client waits 15 s; an adapter with a 300 ms client shows the same mapping fast.
     let mock = MockServer::start().await;
     Mock::given(method("POST"))
@@ -571,7 +574,7 @@ async fn a_create_that_times_out_is_provider_timeout() {
         amount: Some(pb::Money { amount_minor: AMOUNT, currency: "SGD".into() }),
         ..Default::default()
     };
-    common::assert_create_times_out(&app, request).await;
+    common::assert_create_outcome_unknown(&app, &mock, "/v1/payment-requests", request).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -212,24 +212,23 @@ async fn fifty_concurrent_duplicates_make_one_payment_and_one_provider_call() {
 }
 
 #[tokio::test]
-async fn transient_failures_are_retried_with_the_same_payment() {
+async fn failures_that_were_not_processed_are_retried_with_the_same_payment() {
     let provider = Arc::new(Scripted::default());
     provider
         .script
         .lock()
         .unwrap()
-        .extend([Err(ProviderError::Unavailable("down".into())), Err(ProviderError::Timeout)]);
+        .extend([Err(ProviderError::Unavailable("down".into())), Err(ProviderError::Unavailable("HTTP 429".into()))]);
     let app = spawn_app_with(|_| {}, vec![provider.clone()]).await;
     let mut request = keyed(&app, "k-transient");
     request.provider = "xpay".into();
 
-    let status = app.grpc.clone().create_checkout(request.clone()).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unavailable);
-    assert_eq!(error_info(&status).0, "PROVIDER_UNAVAILABLE");
-    assert!(!status.message().contains("down"), "no provider detail leaks: {}", status.message());
-    let status = app.grpc.clone().create_checkout(request.clone()).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
-    assert_eq!(error_info(&status).0, "PROVIDER_TIMEOUT");
+    for _ in 0..2 {
+        let status = app.grpc.clone().create_checkout(request.clone()).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert_eq!(error_info(&status).0, "PROVIDER_UNAVAILABLE");
+        assert!(!status.message().contains("down"), "no provider detail leaks: {}", status.message());
+    }
 
     let ok = app.grpc.clone().create_checkout(request.clone()).await.unwrap().into_inner();
     let payment = ok.payment.unwrap();
@@ -319,19 +318,49 @@ async fn a_holder_whose_lease_was_taken_over_cannot_record_its_outcome() {
         .await
         .unwrap();
 
-    let second = app.grpc.clone().create_checkout(xpay_keyed(&app, "k-lease")).await.unwrap().into_inner();
-    assert!(!second.replayed);
-    let taken = second.payment.unwrap();
-    assert!(taken.checkout_url.ends_with("?call=2"), "{}", taken.checkout_url);
+    // The holder may have died mid-call: the key is taken over but create is not sent again.
+    let second = app.grpc.clone().create_checkout(xpay_keyed(&app, "k-lease")).await.unwrap_err();
+    assert_eq!(second.code(), tonic::Code::Unavailable);
+    let (reason, metadata) = error_info(&second);
+    assert_eq!(reason, "PROVIDER_OUTCOME_UNKNOWN");
+    let id = metadata["payment_id"].clone();
+    assert_eq!(calls(&provider), 1, "never a second checkout");
+    assert_eq!(app.count("SELECT COUNT(*) FROM provider_checks WHERE reason = 'create_outcome_unknown'").await, 1);
 
     provider.release.notify_one();
     let first = first.await.unwrap().unwrap().into_inner();
-    assert!(first.replayed, "the fenced-out holder replays instead of writing");
+    assert!(first.replayed, "the fenced-out holder does not record its outcome on the key");
     let replayed = first.payment.unwrap();
-    assert_eq!(replayed.id, taken.id);
-    assert_eq!(replayed.checkout_url, taken.checkout_url);
+    assert_eq!(replayed.id, id);
+    assert!(replayed.checkout_url.ends_with("?call=1"), "the checkout it did open is recorded: {}", replayed.checkout_url);
     let opened = app.count("SELECT COUNT(*) FROM payment_events WHERE kind = 'checkout_opened'").await;
     assert_eq!(opened, 1);
+    // The key keeps its answer.
+    let again = app.grpc.clone().create_checkout(xpay_keyed(&app, "k-lease")).await.unwrap_err();
+    assert_eq!(error_info(&again).0, "PROVIDER_OUTCOME_UNKNOWN");
+    assert_eq!(calls(&provider), 1);
+}
+
+#[tokio::test]
+async fn an_outcome_unknown_create_is_never_sent_again_for_its_key() {
+    for (i, failure) in [ProviderError::Timeout, ProviderError::OutcomeUnknown("HTTP 502".into())].into_iter().enumerate() {
+        let provider = Arc::new(Scripted::default());
+        provider.script.lock().unwrap().push_back(Err(failure));
+        let app = spawn_app_with(|_| {}, vec![provider.clone()]).await;
+        let request = xpay_keyed(&app, &format!("k-unknown-{i}"));
+        for _ in 0..3 {
+            let status = app.grpc.clone().create_checkout(request.clone()).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unavailable);
+            assert_eq!(error_info(&status).0, "PROVIDER_OUTCOME_UNKNOWN");
+        }
+        assert_eq!(calls(&provider), 1, "case {i}: one create for the key");
+        assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 1);
+        assert_eq!(app.count("SELECT COUNT(*) FROM provider_checks").await, 1, "the payment is checked");
+        // A new key is a new attempt.
+        let fresh = app.grpc.clone().create_checkout(xpay_keyed(&app, &format!("k-new-{i}"))).await.unwrap();
+        assert!(!fresh.into_inner().replayed);
+        assert_eq!(calls(&provider), 2);
+    }
 }
 
 #[tokio::test]
@@ -340,17 +369,17 @@ async fn a_retry_after_a_timeout_does_not_reopen_a_payment_that_moved_on() {
     provider.script.lock().unwrap().push_back(Err(ProviderError::Timeout));
     let app = spawn_app_with(|_| {}, vec![provider.clone()]).await;
     let request = xpay_keyed(&app, "k-moved-on");
-    assert_eq!(
-        app.grpc.clone().create_checkout(request.clone()).await.unwrap_err().code(),
-        tonic::Code::DeadlineExceeded
-    );
+    let status = app.grpc.clone().create_checkout(request.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(error_info(&status).0, "PROVIDER_OUTCOME_UNKNOWN");
 
     // The provider had in fact opened the checkout, and the shopper paid.
     let id: String = sqlx::query_scalar("SELECT id FROM payments").fetch_one(&app.db).await.unwrap();
     assert!(scripted_callback(&app, &id, "succeeded").await.status_changed);
 
-    let retry = app.grpc.clone().create_checkout(request).await.unwrap().into_inner();
-    assert!(retry.replayed);
-    assert_eq!(retry.payment.unwrap().status(), PaymentStatus::Succeeded);
-    assert_eq!(calls(&provider), 1, "no second provider call for a paid payment");
+    // The key keeps its answer (naming the payment, which the caller can read).
+    let retry = app.grpc.clone().create_checkout(request).await.unwrap_err();
+    assert_eq!(error_info(&retry).1["payment_id"], id);
+    assert_eq!(app.get_payment(&id).await.status(), PaymentStatus::Succeeded);
+    assert_eq!(calls(&provider), 1, "no second provider call");
 }

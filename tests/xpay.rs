@@ -414,7 +414,7 @@ async fn provider_errors_on_create_map_to_the_error_table() {
 }
 
 #[tokio::test]
-async fn a_create_that_times_out_is_provider_timeout() {
+async fn a_create_that_times_out_is_never_sent_again() {
     // The shared client waits 15 s; an adapter with a 300 ms client shows the same mapping fast.
     let mock = MockServer::start().await;
     Mock::given(method("POST"))
@@ -437,7 +437,7 @@ async fn a_create_that_times_out_is_provider_timeout() {
         amount: Some(pb::Money { amount_minor: AMOUNT, currency: "EGP".into() }),
         ..Default::default()
     };
-    common::assert_create_times_out(&app, request).await;
+    common::assert_create_outcome_unknown(&app, &mock, "/checkout/sessions", request).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -630,7 +630,7 @@ async fn other_event_types_change_nothing_and_schedule_one_lookup() {
             .fetch_all(&h.app.db)
             .await
             .unwrap();
-    assert_eq!(kinds, ["no_status"]);
+    assert_eq!(kinds, ["look_up"]);
     assert_eq!(h.app.gateway.metrics().unknown_statuses("xpay"), 0, "an event type is not an unknown status");
 
     // Through VerifyCallback, for another payment whose session has expired at XPay.
@@ -671,7 +671,7 @@ async fn a_completed_event_with_another_status_changes_nothing_and_schedules_one
             .fetch_all(&h.app.db)
             .await
             .unwrap();
-    assert_eq!(kinds, ["no_status"]);
+    assert_eq!(kinds, ["look_up"]);
     assert_eq!(h.lookups(&payment).await, 1);
 
     // `expired` in the body is not applied either; XPay's answer to the lookup decides.

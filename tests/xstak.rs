@@ -458,7 +458,7 @@ async fn provider_errors_on_create_map_to_the_error_table() {
 }
 
 #[tokio::test]
-async fn a_create_that_times_out_is_provider_timeout() {
+async fn a_create_that_times_out_is_never_sent_again() {
     // The shared client waits 15 s; an adapter with a 300 ms client shows the same mapping fast.
     let mock = MockServer::start().await;
     Mock::given(method("POST"))
@@ -483,7 +483,7 @@ async fn a_create_that_times_out_is_provider_timeout() {
         amount: Some(pb::Money { amount_minor: AMOUNT, currency: "PKR".into() }),
         ..Default::default()
     };
-    common::assert_create_times_out(&app, request).await;
+    common::assert_create_outcome_unknown(&app, &mock, CHECKOUT_PATH, request).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -635,11 +635,22 @@ async fn amount_tampering_is_recorded_but_never_pays() {
     let p = h.app.get_payment(&payment.id).await;
     assert_eq!((p.status(), p.failure_code.as_str()), (PaymentStatus::Pending, "AMOUNT_MISMATCH"));
 
-    // The same (intent, status) again is a duplicate (the dedupe key), whatever it carries.
-    let again = webhook(&payment, "succeeded", "12.5", false);
-    let json: Value = h.post_webhook(&again, &signed(&again)).await.json().await.unwrap();
-    assert_eq!(json["duplicate"].as_bool(), Some(true));
+    // A second signed webhook for the same intent and status with another amount is another
+    // event (the dedupe key is the body's digest): FAILED_PRECONDITION over VerifyCallback.
+    let again = webhook(&payment, "succeeded", "2.5", false);
+    let status = h.verify(&again, &signed(&again)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(error_info(&status).0, "AMOUNT_MISMATCH");
     assert_eq!(h.app.get_payment(&payment.id).await.status(), PaymentStatus::Pending);
+    // The very same body again is a duplicate: OK, `duplicate`.
+    let duplicate = h.verify(&again, &signed(&again)).await.unwrap();
+    assert!(duplicate.duplicate && !duplicate.status_changed);
+    // And the genuine success for the right amount is not swallowed as a duplicate: it pays.
+    let genuine = webhook(&payment, "succeeded", "12.5", false);
+    let json: Value = h.post_webhook(&genuine, &signed(&genuine)).await.json().await.unwrap();
+    assert_eq!((json["duplicate"].as_bool(), json["status_changed"].as_bool()), (Some(false), Some(true)));
+    let paid = h.app.get_payment(&payment.id).await;
+    assert_eq!((paid.status(), paid.failure_code.as_str()), (PaymentStatus::Succeeded, ""));
 
     // Another currency, over gRPC: FAILED_PRECONDITION after commit.
     let second = h.create("xs-currency").await;
@@ -711,7 +722,7 @@ async fn unknown_statuses_refunds_and_other_types_change_nothing() {
     .fetch_all(&h.app.db)
     .await
     .unwrap();
-    assert_eq!(kinds, ["unknown_status", "no_status"]);
+    assert_eq!(kinds, ["unknown_status", "look_up"]);
     assert_eq!(h.app.gateway.metrics().unknown_statuses("xstak"), 1);
 }
 

@@ -163,9 +163,21 @@ impl Gateway {
             (Err(_), Some(c)) => idempotency::release(&mut tx, c.scope, &c.token).await?,
         };
         if !fenced_in {
-            // Our lease expired and another request took the key over: its outcome stands.
+            // Our lease expired and another request took the key over: its outcome stands. A
+            // checkout we did open is still the truth about this payment: record it if the
+            // payment has none (the other request never sends create again).
             tx.rollback().await?;
             tracing::warn!("idempotency lease lost while the provider call ran; replaying the current payment");
+            if let Ok(created) = result {
+                let mut tx = self.store().begin().await?;
+                let before = payments::lock(&mut tx, &payment.id).await?.ok_or(ApiError::PaymentNotFound)?;
+                if before.checkout_url.is_none() && before.status.is_open() {
+                    let after = with_checkout(&before, created);
+                    let info = EventInfo { kind: "checkout_opened", source: "create", ..Default::default() };
+                    payments::update(&mut tx, &before, &after, &info).await?;
+                }
+                tx.commit().await?;
+            }
             return Ok((self.load(&payment.id).await?, true));
         }
         let before = payments::lock(&mut tx, &payment.id).await?.ok_or(ApiError::PaymentNotFound)?;

@@ -303,11 +303,34 @@ pub fn short_timeout_context() -> paygate::providers::ProviderContext {
     }
 }
 
-/// Asserts that `request` fails quickly with DEADLINE_EXCEEDED / PROVIDER_TIMEOUT.
-pub async fn assert_create_times_out(app: &TestApp, request: pb::CreateCheckoutRequest) {
+/// For a provider that cannot dedupe creates: a create that times out answers UNAVAILABLE
+/// `PROVIDER_OUTCOME_UNKNOWN` naming the payment, which gets a queued provider check; a retry
+/// with the same key replays that answer and never sends create again (no second checkout).
+/// Returns the payment id.
+pub async fn assert_create_outcome_unknown(
+    app: &TestApp,
+    mock: &wiremock::MockServer,
+    create_path: &str,
+    mut request: pb::CreateCheckoutRequest,
+) -> String {
+    request.idempotency_key = "create-timeout-key".into();
     let started = std::time::Instant::now();
-    let status = app.grpc.clone().create_checkout(request).await.expect_err("create must time out");
+    let status = app.grpc.clone().create_checkout(request.clone()).await.expect_err("create must time out");
     assert!(started.elapsed() < Duration::from_secs(4));
-    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
-    assert_eq!(error_info(&status).0, "PROVIDER_TIMEOUT");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    let (reason, metadata) = error_info(&status);
+    assert_eq!(reason, "PROVIDER_OUTCOME_UNKNOWN");
+    let payment_id = metadata.get("payment_id").cloned().expect("the error names the payment");
+    let retry = app.grpc.clone().create_checkout(request).await.expect_err("the retry replays the outcome");
+    assert_eq!(error_info(&retry).0, "PROVIDER_OUTCOME_UNKNOWN");
+    assert_eq!(error_info(&retry).1.get("payment_id"), Some(&payment_id));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(requests_to(mock, "POST", create_path).await, 1, "create is never sent twice");
+    let reason: String = sqlx::query_scalar("SELECT reason FROM provider_checks WHERE payment_id = $1")
+        .bind(&payment_id)
+        .fetch_one(&app.db)
+        .await
+        .expect("the payment has a queued check");
+    assert_eq!(reason, "create_outcome_unknown");
+    payment_id
 }
