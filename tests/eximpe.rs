@@ -675,3 +675,106 @@ async fn create_errors_map_to_the_error_table() {
     let rejected = "SELECT COUNT(*) FROM payments WHERE status = 'failed' AND failure_code = 'PROVIDER_REJECTED'";
     assert_eq!(app.count(rejected).await, 5);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Payment truth: durable checks; expiry asks EximPe first
+// ---------------------------------------------------------------------------------------------
+
+/// Moves `id` past its `expires_at` by `secs` seconds and makes its check due, instead of waiting.
+async fn expire_now(app: &TestApp, id: &str, secs: f64) {
+    sqlx::query("UPDATE payments SET expires_at = now() - make_interval(secs => $2) WHERE id = $1")
+        .bind(id)
+        .bind(secs)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE provider_checks SET due_at = now() WHERE payment_id = $1").bind(id).execute(&app.db).await.unwrap();
+}
+
+async fn expired_events(app: &TestApp, id: &str) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM payment_events WHERE payment_id = $1 AND status = 'expired'")
+        .bind(id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_success_form_right_after_a_return_lookup_is_not_lost() {
+    let (app, mock) = spawn(|_| {}).await;
+    let payment = create(&app, &mock, "order-lost", "OD1000000001").await;
+    mount_status(&mock, "OD1000000001", order("OD1000000001", "payment_pending", json!("1000.00"))).await;
+    mount_status(&mock, "OD1000000001", order("OD1000000001", "payment_successful", json!("1000.00"))).await;
+
+    // The shopper's return: one lookup (pending).
+    let r = app.client.get(format!("{}/return/eximpe/{}", app.http, payment.id)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let pending = wait_for(&app, &payment.id, |p| p.status() == PaymentStatus::Processing).await;
+    assert_eq!(pending.status(), PaymentStatus::Processing);
+    // Within the old 10 s window the signed success form arrives: its lookup is queued, not dropped.
+    let r = post_form(&app, &format!("payment_id={}", payment.id), SUCCESS_FORM).await;
+    assert_eq!(r.status(), 303);
+    let paid = wait_for(&app, &payment.id, |p| p.status() == PaymentStatus::Succeeded).await;
+    assert_eq!(paid.status(), PaymentStatus::Succeeded);
+    assert_eq!(requests(&mock, "GET").await.len(), 2);
+}
+
+#[tokio::test]
+async fn pending_at_the_return_and_successful_at_expiry_ends_succeeded_never_expired() {
+    let (app, mock) = spawn(|_| {}).await;
+    let payment = create(&app, &mock, "order-late", "OD1000000001").await;
+    mount_status(&mock, "OD1000000001", order("OD1000000001", "payment_pending", json!("1000.00"))).await;
+    let r = app.client.get(format!("{}/return/eximpe/{}", app.http, payment.id)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(wait_for(&app, &payment.id, |p| p.status() == PaymentStatus::Processing).await.status(), PaymentStatus::Processing);
+
+    // EximPe's callbacks are browser posts, never resent: only the check at expiry can learn this.
+    mount_status(&mock, "OD1000000001", order("OD1000000001", "payment_successful", json!("1000.00"))).await;
+    expire_now(&app, &payment.id, 1.0).await;
+    app.gateway.run_due_checks().await.unwrap();
+    let p = app.get_payment(&payment.id).await;
+    assert_eq!(p.status(), PaymentStatus::Succeeded);
+    assert_eq!(expired_events(&app, &payment.id).await, 0, "never EXPIRED");
+    assert_eq!(requests(&mock, "POST").await.len(), 1, "EximPe has no cancel: only the create");
+}
+
+#[tokio::test]
+async fn processing_at_expiry_stays_open_until_the_grace_period_ends() {
+    let (app, mock) = spawn(|_| {}).await;
+    let payment = create(&app, &mock, "order-grace", "OD1000000001").await;
+    mount_status(&mock, "OD1000000001", order("OD1000000001", "payment_pending", json!("1000.00"))).await;
+
+    expire_now(&app, &payment.id, 1.0).await;
+    app.gateway.run_due_checks().await.unwrap();
+    let p = app.get_payment(&payment.id).await;
+    assert_eq!(p.status(), PaymentStatus::Processing, "pending at EximPe: kept open");
+    let (due_at, expires_at): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT c.due_at, p.expires_at FROM provider_checks c JOIN payments p ON p.id = c.payment_id WHERE p.id = $1",
+    )
+    .bind(&payment.id)
+    .fetch_one(&app.db)
+    .await
+    .expect("still checked");
+    assert!(due_at > chrono::Utc::now() && due_at <= expires_at + chrono::TimeDelta::seconds(86_400));
+
+    // Past the grace period (24 h) with no answer but "pending": EXPIRED, RECONCILIATION_FAILED.
+    expire_now(&app, &payment.id, 86_401.0).await;
+    app.gateway.run_due_checks().await.unwrap();
+    let p = app.get_payment(&payment.id).await;
+    assert_eq!((p.status(), p.failure_code.as_str()), (PaymentStatus::Expired, "RECONCILIATION_FAILED"));
+    assert_eq!(app.gateway.metrics().events("eximpe", "reconciliation_failed"), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM provider_checks").await, 0);
+}
+
+#[tokio::test]
+async fn a_lookup_answer_of_the_other_mode_is_refused() {
+    // A live account (sdk_mode production) must never trust an answer about a test order.
+    let (app, mock) = spawn(|a| a.sdk_mode = "production".into()).await;
+    let payment = create(&app, &mock, "order-mode", "OD1000000001").await;
+    mount_status(&mock, "OD1000000001", order("OD1000000001", "payment_successful", json!("1000.00"))).await;
+    let status = refresh(&app, &payment.id).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert_eq!(error_info(&status).0, "PROVIDER_UNAVAILABLE");
+    let p = app.get_payment(&payment.id).await;
+    assert_eq!((p.status(), p.version), (PaymentStatus::Pending, payment.version));
+}

@@ -1089,3 +1089,27 @@ fn config_checks_exirom_accounts_without_leaking_secrets() {
     disabled.providers.exirom.accounts.insert("off".into(), ExiromAccount::default());
     assert!(disabled.validate().is_ok(), "a disabled provider's accounts are not checked");
 }
+
+/// The failure the durable check queue fixes: a shopper return looks the payment up (PENDING),
+/// and a genuine COMPLETED callback arrives a second later. Its lookup used to be dropped by a
+/// 10 s in-memory rate limit; now it is a queued check and the payment reaches SUCCEEDED.
+#[tokio::test]
+async fn a_callback_right_after_a_return_lookup_is_not_lost() {
+    let h = Harness::start().await;
+    h.create_mock().mount(&h.mock).await;
+    let payment = h.create("ex-lost").await;
+    h.mount_lookup(&payment, tx_info(&payment, "PENDING", "100.0", "")).await;
+    let r = h.app.client.get(format!("{}/return/exirom/{}", h.app.http, payment.id)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    h.wait_for_lookups(&payment, 1).await;
+
+    h.mock.reset().await;
+    Harness::auth_mock(vec![h.token.clone()], h.auth_calls.clone()).mount(&h.mock).await;
+    h.mount_lookup(&payment, tx_info(&payment, "COMPLETED", "100.0", "")).await;
+    let callback = tx_info(&payment, "COMPLETED", "100.0", "");
+    assert_eq!(h.post_callback(&callback, &signed_for(&payment, "100.0")).await.status(), 200);
+    let paid = h.wait_for_status(&payment.id, PaymentStatus::Succeeded).await;
+    assert_eq!(paid.status(), PaymentStatus::Succeeded);
+    assert_eq!(h.lookups(&payment).await, 1, "one lookup after the callback");
+    assert_eq!(h.app.count("SELECT COUNT(*) FROM provider_checks").await, 0);
+}

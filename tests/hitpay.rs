@@ -574,7 +574,26 @@ async fn a_create_that_times_out_is_never_sent_again() {
         amount: Some(pb::Money { amount_minor: AMOUNT, currency: "SGD".into() }),
         ..Default::default()
     };
-    common::assert_create_outcome_unknown(&app, &mock, "/v1/payment-requests", request).await;
+    let payment_id = common::assert_create_outcome_unknown(&app, &mock, "/v1/payment-requests", request).await;
+
+    // HitPay had in fact opened the request, and the shopper paid: its signed webhook names our
+    // payment (`reference_number`) and the request we never stored. The payment adopts it.
+    let payment = pb::Payment {
+        id: payment_id.clone(),
+        provider_checkout_id: "9ef68e2e-0000-4f69-9f68-04c7e4bb007c".into(),
+        ..Default::default()
+    };
+    let body = webhook(SALT, &payment, "charge-late", "completed", "2,500.00", "sgd");
+    let headers = [("content-type", "application/x-www-form-urlencoded")];
+    let r = app.post_raw_callback("hitpay/default", &headers, &body).await;
+    assert_eq!(r.status(), 200);
+    let paid = app.get_payment(&payment_id).await;
+    assert_eq!(paid.status(), PaymentStatus::Succeeded);
+    assert_eq!(paid.provider_checkout_id, payment.provider_checkout_id);
+    // A webhook naming our payment but another request than the adopted one is not ours.
+    let stranger = pb::Payment { provider_checkout_id: "another-request".into(), ..payment };
+    let body = webhook(SALT, &stranger, "charge-x", "completed", "2,500.00", "sgd");
+    assert_eq!(app.post_raw_callback("hitpay/default", &headers, &body).await.status(), 404);
 }
 
 // ---------------------------------------------------------------------------------------------

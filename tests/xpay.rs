@@ -150,11 +150,16 @@ struct Harness {
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(adjust: impl FnOnce(&mut paygate::config::Config)) -> Self {
         let mock = MockServer::start().await;
         assert!(mock.uri().starts_with("http://127.0.0.1:"), "{}", mock.uri());
         let base_url = mock.uri();
         let app = spawn_app_with(
             |config| {
+                adjust(config);
                 config.providers.xpay.accounts.insert(
                     "default".into(),
                     XpayAccount {
@@ -785,4 +790,190 @@ fn config_checks_xpay_value_formats_without_leaking_secrets() {
     assert_eq!(XpayAccount::default().currencies, ["EGP"]);
     let out = config.to_redacted_toml();
     assert!(!out.contains(SECRET_KEY) && !out.contains(SECRET), "{out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payment truth: durable checks, expiry at XPay, late success
+// ---------------------------------------------------------------------------------------------
+
+/// Moves `payment` past its `expires_at` and makes its check due, instead of waiting.
+async fn expire_now(app: &TestApp, id: &str) {
+    sqlx::query("UPDATE payments SET expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE provider_checks SET due_at = now() WHERE payment_id = $1").bind(id).execute(&app.db).await.unwrap();
+}
+
+/// Sources of the applied events that gave `id` each status, oldest first.
+async fn applied(app: &TestApp, id: &str) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT status, source FROM payment_events WHERE payment_id = $1 AND version IS NOT NULL ORDER BY sequence",
+    )
+    .bind(id)
+    .fetch_all(&app.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_trigger_right_after_a_return_lookup_is_not_lost() {
+    let h = Harness::start().await;
+    h.create_mock(AMOUNT, None).mount(&h.mock).await;
+    let payment = h.create("xp-lost").await;
+    // The shopper comes back while the session is open: one lookup.
+    h.mount_lookup(&payment, "open", AMOUNT).await;
+    let r = h.app.client.get(format!("{}/return/xpay/{}", h.app.http, payment.id)).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    h.wait_for_lookups(&payment, 1).await;
+
+    // XPay completes the session; within a second a webhook we only trust as a trigger arrives
+    // (once, in the old 10 s rate window that used to drop it).
+    h.mock.reset().await;
+    h.mount_lookup(&payment, "complete", AMOUNT).await;
+    let body = event("evt_async", "checkout.session.async_payment_succeeded", &payment, "complete", AMOUNT, true);
+    assert_eq!(h.post_webhook(&body, &signed(SECRET, &body)).await.status(), 200);
+    let paid = h.app.wait_for_status(&payment.id, PaymentStatus::Succeeded).await;
+    assert_eq!(paid.status(), PaymentStatus::Succeeded, "the queued check ran with no further request");
+    assert_eq!(applied(&h.app, &payment.id).await.last().unwrap(), &("succeeded".to_owned(), "reconciler".to_owned()));
+    assert_eq!(h.app.count("SELECT COUNT(*) FROM provider_checks").await, 0, "nothing left to check");
+}
+
+#[tokio::test]
+async fn lookups_that_fail_back_off_and_resolve_after_recovery() {
+    let h = Harness::start_with(|c| {
+        c.reconciler.backoff_initial_ms = 300;
+        c.reconciler.backoff_max_secs = 1;
+    })
+    .await;
+    h.create_mock(AMOUNT, None).mount(&h.mock).await;
+    let payment = h.create("xp-flaky").await;
+    let session_path = format!("/checkout/sessions/{}", payment.provider_checkout_id);
+    // XPay's lookup fails three times, then answers.
+    Mock::given(method("GET"))
+        .and(path(session_path.as_str()))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(3)
+        .mount(&h.mock)
+        .await;
+    h.mount_lookup(&payment, "complete", AMOUNT).await;
+    let body = event("evt_trigger", "checkout.session.async_payment_succeeded", &payment, "complete", AMOUNT, true);
+    assert_eq!(h.post_webhook(&body, &signed(SECRET, &body)).await.status(), 200);
+
+    // While it fails, the queue shows the attempts, the error and a later due time.
+    let mut seen = None;
+    for _ in 0..100 {
+        let row: Option<(i32, Option<String>, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+            "SELECT attempts, last_error, due_at FROM provider_checks WHERE payment_id = $1 AND attempts >= 2",
+        )
+        .bind(&payment.id)
+        .fetch_optional(&h.app.db)
+        .await
+        .unwrap();
+        if row.is_some() {
+            seen = row;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (attempts, last_error, due_at) = seen.expect("the failures are visible in provider_checks");
+    assert!(attempts >= 2);
+    assert_eq!(last_error.as_deref(), Some("outcome unknown: HTTP 500"));
+    assert!(due_at.is_some_and(|d| d > chrono::Utc::now() - chrono::TimeDelta::seconds(1)));
+
+    let paid = h.app.wait_for_status(&payment.id, PaymentStatus::Succeeded).await;
+    assert_eq!(paid.status(), PaymentStatus::Succeeded, "resolved after recovery");
+    assert_eq!(h.received("GET", &session_path).await, 4);
+    assert_eq!(h.app.count("SELECT COUNT(*) FROM provider_checks").await, 0);
+}
+
+#[tokio::test]
+async fn a_short_ttl_is_enforced_at_xpay_when_the_payment_expires() {
+    let h = Harness::start().await;
+    h.create_mock(AMOUNT, None).mount(&h.mock).await;
+    let mut request = h.request("xp-ttl");
+    request.ttl = Some(prost_types::Duration { seconds: 600, nanos: 0 });
+    let payment = h.app.grpc.clone().create_checkout(request).await.unwrap().into_inner().payment.unwrap();
+    let expire_path = format!("/checkout/sessions/{}/expire", payment.provider_checkout_id);
+    Mock::given(method("POST"))
+        .and(path(expire_path.as_str()))
+        .and(header("authorization", format!("Bearer {SECRET_KEY}").as_str()))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(session(&payment.provider_checkout_id, &payment.id, "expired", AMOUNT, "EGP")),
+        )
+        .expect(1)
+        .mount(&h.mock)
+        .await;
+    h.mount_lookup(&payment, "expired", AMOUNT).await;
+
+    expire_now(&h.app, &payment.id).await;
+    h.app.gateway.run_due_checks().await.unwrap();
+    h.mock.verify().await;
+    // Expired at XPay first, then the final lookup, then EXPIRED here.
+    let order: Vec<String> = h
+        .mock
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() != "/checkout/sessions")
+        .map(|r| format!("{} {}", r.method, r.url.path()))
+        .collect();
+    let lookup = format!("GET /checkout/sessions/{}", payment.provider_checkout_id);
+    assert_eq!(order, [format!("POST {expire_path}"), lookup]);
+    let p = h.app.get_payment(&payment.id).await;
+    assert_eq!(p.status(), PaymentStatus::Expired);
+    assert_eq!(applied(&h.app, &payment.id).await.last().unwrap(), &("expired".to_owned(), "expiry".to_owned()));
+}
+
+#[tokio::test]
+async fn an_expiry_xpay_refuses_because_the_session_completed_ends_succeeded() {
+    let h = Harness::start().await;
+    h.create_mock(AMOUNT, None).mount(&h.mock).await;
+    let payment = h.create("xp-refused").await;
+    Mock::given(method("POST"))
+        .and(path(format!("/checkout/sessions/{}/expire", payment.provider_checkout_id)))
+        .respond_with(
+            ResponseTemplate::new(400)
+                .set_body_json(json!({ "error": { "type": "invalid_request_error", "code": "session_not_open" } })),
+        )
+        .expect(1)
+        .mount(&h.mock)
+        .await;
+    h.mount_lookup(&payment, "complete", AMOUNT).await;
+
+    expire_now(&h.app, &payment.id).await;
+    h.app.gateway.run_due_checks().await.unwrap();
+    let p = h.app.get_payment(&payment.id).await;
+    assert_eq!(p.status(), PaymentStatus::Succeeded);
+    let statuses: Vec<String> = applied(&h.app, &payment.id).await.into_iter().map(|(s, _)| s).collect();
+    assert!(!statuses.contains(&"expired".to_owned()), "never EXPIRED: {statuses:?}");
+    assert_eq!(h.app.gateway.metrics().events("xpay", "late_success"), 0);
+}
+
+#[tokio::test]
+async fn a_success_after_expiry_is_applied_and_counted_as_late() {
+    let h = Harness::start().await;
+    h.create_mock(AMOUNT, None).mount(&h.mock).await;
+    let payment = h.create("xp-late").await;
+    Mock::given(method("POST"))
+        .and(path(format!("/checkout/sessions/{}/expire", payment.provider_checkout_id)))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&h.mock)
+        .await;
+    h.mount_lookup(&payment, "expired", AMOUNT).await;
+    expire_now(&h.app, &payment.id).await;
+    h.app.gateway.run_due_checks().await.unwrap();
+    assert_eq!(h.app.get_payment(&payment.id).await.status(), PaymentStatus::Expired);
+
+    // XPay says the session completed after all (money was taken): SUCCEEDED, loudly.
+    let body = completed("evt_late", &payment);
+    let response = h.verify(&body, &signed(SECRET, &body)).await.unwrap();
+    assert!(response.status_changed);
+    assert_eq!(h.app.get_payment(&payment.id).await.status(), PaymentStatus::Succeeded);
+    assert_eq!(h.app.gateway.metrics().events("xpay", "late_success"), 1);
+    let statuses: Vec<String> = applied(&h.app, &payment.id).await.into_iter().map(|(s, _)| s).collect();
+    assert_eq!(statuses[statuses.len() - 2..], ["expired".to_owned(), "succeeded".to_owned()]);
 }

@@ -483,7 +483,20 @@ async fn a_create_that_times_out_is_never_sent_again() {
         amount: Some(pb::Money { amount_minor: AMOUNT, currency: "PKR".into() }),
         ..Default::default()
     };
-    common::assert_create_outcome_unknown(&app, &mock, CHECKOUT_PATH, request).await;
+    let payment_id = common::assert_create_outcome_unknown(&app, &mock, CHECKOUT_PATH, request).await;
+
+    // XStak had in fact created the intent, and the shopper paid: the signed webhook names our
+    // payment (`metadata.order_reference`) and the intent we never stored. The payment adopts it.
+    let payment =
+        pb::Payment { id: payment_id.clone(), provider_checkout_id: "xpay_pi_adopted".into(), ..Default::default() };
+    let body = webhook(&payment, "succeeded", "12.5", true);
+    let response = app
+        .verify_raw("xstak", &[("X-Signature", &signed(&body)), ("Content-Type", "application/json")], &body)
+        .await
+        .unwrap();
+    assert!(response.status_changed);
+    let paid = app.get_payment(&payment_id).await;
+    assert_eq!((paid.status(), paid.provider_checkout_id.as_str()), (PaymentStatus::Succeeded, "xpay_pi_adopted"));
 }
 
 // ---------------------------------------------------------------------------------------------

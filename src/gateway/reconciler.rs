@@ -282,8 +282,9 @@ impl Gateway {
         }
     }
 
-    /// Asks the provider and applies the answer (`source` `reconciler`). `None`: no lookup is
-    /// possible. The report is returned with the payment after it.
+    /// Asks the provider and applies the answer (`source` `reconciler`; `expiry` when the
+    /// provider itself reports the session expired). `None`: no lookup is possible. The report
+    /// is returned with the payment after it.
     async fn look_up(
         &self,
         provider: &dyn Provider,
@@ -291,7 +292,8 @@ impl Gateway {
     ) -> Result<Option<(Payment, StatusReport)>, ProviderError> {
         self.metrics().count_call(provider.name(), "status");
         let Some(report) = provider.fetch_status(payment).await? else { return Ok(None) };
-        match self.apply_report(&payment.id, &report, "reconciler").await {
+        let source = if report.status == Some(PaymentStatus::Expired) { "expiry" } else { "reconciler" };
+        match self.apply_report(&payment.id, &report, source).await {
             Ok(after) => Ok(Some((after, report))),
             Err(e) => Err(ProviderError::Unavailable(format!("cannot apply the answer: {}", e.reason()))),
         }
