@@ -244,6 +244,22 @@ mod tests {
     }
 
     #[test]
+    fn reconciler_settings_from_file_and_env() {
+        let f = file("[reconciler]\nschedule_secs = [30, 120]\ngrace_secs = 600\n");
+        let c = load_from(Some(&f.0), env(&[("PAYGATE_RECONCILER__SCHEDULE_SECS", "10, 20,40")])).unwrap();
+        assert_eq!(c.reconciler.schedule_secs, vec![10, 20, 40]);
+        assert_eq!(c.reconciler.grace_secs, 600);
+        assert_eq!(c.reconciler.check_concurrency, 4);
+        assert_eq!(c.reconciler.check_rate_per_sec, 5);
+        let bad = load_from(None, env(&[("PAYGATE_RECONCILER__SCHEDULE_SECS", "60,x")]));
+        assert!(bad.unwrap_err().to_string().contains("schedule_secs"));
+        let decreasing = load_from(None, env(&[("PAYGATE_RECONCILER__SCHEDULE_SECS", "60,30")]));
+        assert!(decreasing.unwrap_err().to_string().contains("reconciler.schedule_secs"));
+        let zero = load_from(None, env(&[("PAYGATE_RECONCILER__CHECK_RATE_PER_SEC", "0")]));
+        assert!(zero.unwrap_err().to_string().contains("reconciler.check_rate_per_sec"));
+    }
+
+    #[test]
     fn unknown_keys_are_errors_naming_the_key() {
         let f = file("[providers.sandbox.accounts.default]\nwebhook_secert = \"x\"\n");
         let e = load_from(Some(&f.0), env(&[])).unwrap_err().to_string();
