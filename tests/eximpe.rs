@@ -688,7 +688,11 @@ async fn expire_now(app: &TestApp, id: &str, secs: f64) {
         .execute(&app.db)
         .await
         .unwrap();
-    sqlx::query("UPDATE provider_checks SET due_at = now() WHERE payment_id = $1").bind(id).execute(&app.db).await.unwrap();
+    sqlx::query("UPDATE provider_checks SET due_at = now() WHERE payment_id = $1")
+        .bind(id)
+        .execute(&app.db)
+        .await
+        .unwrap();
 }
 
 async fn expired_events(app: &TestApp, id: &str) -> i64 {
@@ -726,7 +730,10 @@ async fn pending_at_the_return_and_successful_at_expiry_ends_succeeded_never_exp
     mount_status(&mock, "OD1000000001", order("OD1000000001", "payment_pending", json!("1000.00"))).await;
     let r = app.client.get(format!("{}/return/eximpe/{}", app.http, payment.id)).send().await.unwrap();
     assert_eq!(r.status(), 303);
-    assert_eq!(wait_for(&app, &payment.id, |p| p.status() == PaymentStatus::Processing).await.status(), PaymentStatus::Processing);
+    assert_eq!(
+        wait_for(&app, &payment.id, |p| p.status() == PaymentStatus::Processing).await.status(),
+        PaymentStatus::Processing
+    );
 
     // EximPe's callbacks are browser posts, never resent: only the check at expiry can learn this.
     mount_status(&mock, "OD1000000001", order("OD1000000001", "payment_successful", json!("1000.00"))).await;

@@ -922,7 +922,11 @@ async fn amount_tampering_is_refused_or_recorded_as_a_mismatch_but_never_pays() 
     assert_eq!(status.code(), tonic::Code::FailedPrecondition);
     assert_eq!(error_info(&status).0, "AMOUNT_MISMATCH");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(common::requests_to(&h.mock, "GET", &Harness::lookup_path(&payment)).await, 1, "no lookup for a mismatch");
+    assert_eq!(
+        common::requests_to(&h.mock, "GET", &Harness::lookup_path(&payment)).await,
+        1,
+        "no lookup for a mismatch"
+    );
     assert_eq!(h.app.get_payment(&payment.id).await.status(), PaymentStatus::Pending);
 
     // Exirom's lookup reports another order amount: recorded, status unchanged.

@@ -14,7 +14,8 @@ use common::{error_info, spawn_app, spawn_app_with};
 use paygate::domain::{Payment, StatusReport};
 use paygate::pb::{self, PaymentStatus};
 use paygate::providers::{
-    CallbackError, CallbackReport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderError, RawCallback, VerifiedCallback,
+    CallbackError, CallbackReport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderError, RawCallback,
+    VerifiedCallback,
 };
 
 /// A provider double registered as `xpay`: answers create calls from a script, counts them, can
@@ -332,7 +333,11 @@ async fn a_holder_whose_lease_was_taken_over_cannot_record_its_outcome() {
     assert!(first.replayed, "the fenced-out holder does not record its outcome on the key");
     let replayed = first.payment.unwrap();
     assert_eq!(replayed.id, id);
-    assert!(replayed.checkout_url.ends_with("?call=1"), "the checkout it did open is recorded: {}", replayed.checkout_url);
+    assert!(
+        replayed.checkout_url.ends_with("?call=1"),
+        "the checkout it did open is recorded: {}",
+        replayed.checkout_url
+    );
     let opened = app.count("SELECT COUNT(*) FROM payment_events WHERE kind = 'checkout_opened'").await;
     assert_eq!(opened, 1);
     // The key keeps its answer.
@@ -343,7 +348,9 @@ async fn a_holder_whose_lease_was_taken_over_cannot_record_its_outcome() {
 
 #[tokio::test]
 async fn an_outcome_unknown_create_is_never_sent_again_for_its_key() {
-    for (i, failure) in [ProviderError::Timeout, ProviderError::OutcomeUnknown("HTTP 502".into())].into_iter().enumerate() {
+    for (i, failure) in
+        [ProviderError::Timeout, ProviderError::OutcomeUnknown("HTTP 502".into())].into_iter().enumerate()
+    {
         let provider = Arc::new(Scripted::default());
         provider.script.lock().unwrap().push_back(Err(failure));
         let app = spawn_app_with(|_| {}, vec![provider.clone()]).await;

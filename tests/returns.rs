@@ -13,8 +13,8 @@ use common::spawn_app_with;
 use paygate::domain::{Payment, PaymentStatus as Status, StatusReport};
 use paygate::pb::PaymentStatus;
 use paygate::providers::{
-    CallbackError, CallbackReport, CallbackTransport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderError,
-    RawCallback, VerifiedCallback,
+    CallbackError, CallbackReport, CallbackTransport, CheckoutContext, CheckoutCreated, PaymentRef, Provider,
+    ProviderError, RawCallback, VerifiedCallback,
 };
 
 /// A browser-transport provider double registered as `eximpe`: a form post `payment_id=…&status=…`

@@ -133,55 +133,10 @@ async fn replay_from_a_sequence_then_live_without_gap_or_duplicate() {
     assert_eq!(next(&mut fresh).await.payment.unwrap().status(), PaymentStatus::Succeeded);
 }
 
-/// A real paygate process on `app`'s database, so that it can be SIGKILLed like a crashed pod.
-struct Process {
-    child: std::process::Child,
-    grpc: paygate::pb::payment_service_client::PaymentServiceClient<tonic::transport::Channel>,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-async fn spawn_process(app: &TestApp) -> Process {
-    let (grpc_port, http_port) = (free_port(), free_port());
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_paygate"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PAYGATE_") || k == "DATABASE_URL" {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("PAYGATE_DATABASE__URL", &app.config.database.url)
-        .env("PAYGATE_DATABASE__MAX_CONNECTIONS", "4")
-        .env("PAYGATE_SERVER__GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
-        .env("PAYGATE_SERVER__HTTP_ADDR", format!("127.0.0.1:{http_port}"))
-        .env("PAYGATE_PROVIDERS__SANDBOX__ACCOUNTS__DEFAULT__WEBHOOK_SECRET", SANDBOX_SECRET)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null());
-    let mut child = cmd.spawn().expect("start paygate");
-    let url = format!("http://127.0.0.1:{grpc_port}");
-    for _ in 0..200 {
-        match paygate::pb::payment_service_client::PaymentServiceClient::connect(url.clone()).await {
-            Ok(grpc) => return Process { child, grpc },
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("paygate process did not start");
-}
-
 #[tokio::test]
 async fn resume_after_the_serving_replica_dies_yields_exactly_the_missed_events() {
     let b = spawn_app().await;
-    let mut a = spawn_process(&b).await;
+    let mut a = common::spawn_process(&b.config.database.url, &[]).await;
     let payment = b.create_payment("resume").await;
     let request = pb::WatchPaymentsRequest { after_sequence: Some(0), ..Default::default() };
     let mut stream = a.grpc.watch_payments(request).await.unwrap().into_inner();
@@ -339,8 +294,10 @@ async fn sequences_follow_commit_order_so_no_event_is_skipped() {
     let before = paygate::store::payments::lock(&mut tx, &first.id).await.unwrap().unwrap();
     let mut after = before.clone();
     after.status = paygate::domain::PaymentStatus::Processing;
-    let info =
-        paygate::store::payments::EventInfo { kind: "status_changed", source: "reconciler", ..Default::default() };
+    let info = paygate::store::payments::EventInfo::new(
+        paygate::domain::EventKind::StatusChanged,
+        paygate::domain::EventSource::Reconciler,
+    );
     paygate::store::payments::update(&mut tx, &before, &after, &info).await.unwrap();
 
     // Transaction 2 (a callback on another payment) must wait: were it to commit first with a

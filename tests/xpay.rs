@@ -803,7 +803,11 @@ async fn expire_now(app: &TestApp, id: &str) {
         .execute(&app.db)
         .await
         .unwrap();
-    sqlx::query("UPDATE provider_checks SET due_at = now() WHERE payment_id = $1").bind(id).execute(&app.db).await.unwrap();
+    sqlx::query("UPDATE provider_checks SET due_at = now() WHERE payment_id = $1")
+        .bind(id)
+        .execute(&app.db)
+        .await
+        .unwrap();
 }
 
 /// Sources of the applied events that gave `id` each status, oldest first.
@@ -899,10 +903,13 @@ async fn a_short_ttl_is_enforced_at_xpay_when_the_payment_expires() {
     Mock::given(method("POST"))
         .and(path(expire_path.as_str()))
         .and(header("authorization", format!("Bearer {SECRET_KEY}").as_str()))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(session(&payment.provider_checkout_id, &payment.id, "expired", AMOUNT, "EGP")),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(session(
+            &payment.provider_checkout_id,
+            &payment.id,
+            "expired",
+            AMOUNT,
+            "EGP",
+        )))
         .expect(1)
         .mount(&h.mock)
         .await;

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::checkout::MAX_METADATA_ENTRIES;
+use super::event::EventKind;
 use super::status::{PaymentStatus, Transition};
 
 /// A payment as stored.
@@ -74,9 +75,18 @@ pub fn merge_provider_metadata(metadata: &mut BTreeMap<String, String>, from_pro
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// The row changes to `after`; `status_changed` says whether the status moved.
-    Change { after: Box<Payment>, kind: &'static str, status_changed: bool },
+    Change { after: Box<Payment>, kind: EventKind, status_changed: bool },
     /// Nothing changes; the report is recorded under `kind` as not applied.
-    Ignore { kind: &'static str },
+    Ignore { kind: EventKind },
+}
+
+impl Outcome {
+    /// The event kind this outcome is recorded under.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Self::Change { kind, .. } | Self::Ignore { kind } => *kind,
+        }
+    }
 }
 
 impl Payment {
@@ -95,21 +105,21 @@ impl Payment {
             after.failure_code = Some(AMOUNT_MISMATCH.into());
             after.failure_message = Some("reported amount or currency differs from the payment".into());
             return if after == *self {
-                Outcome::Ignore { kind: "amount_mismatch" }
+                Outcome::Ignore { kind: EventKind::AmountMismatch }
             } else {
-                Outcome::Change { after: Box::new(after), kind: "amount_mismatch", status_changed: false }
+                Outcome::Change { after: Box::new(after), kind: EventKind::AmountMismatch, status_changed: false }
             };
         }
         let Some(to) = report.status else {
-            return Outcome::Ignore { kind: "unknown_status" };
+            return Outcome::Ignore { kind: EventKind::UnknownStatus };
         };
         // Money is only ever marked taken with the amount it was taken for.
         if to == PaymentStatus::Succeeded && report.amount.is_none() {
-            return Outcome::Ignore { kind: "missing_amount" };
+            return Outcome::Ignore { kind: EventKind::MissingAmount };
         }
         match self.status.transition(to) {
-            Transition::Unchanged => Outcome::Ignore { kind: "same_status" },
-            Transition::Disallowed => Outcome::Ignore { kind: "transition_rejected" },
+            Transition::Unchanged => Outcome::Ignore { kind: EventKind::SameStatus },
+            Transition::Disallowed => Outcome::Ignore { kind: EventKind::TransitionRejected },
             Transition::Apply => {
                 let mut after = self.clone();
                 after.status = to;
@@ -136,7 +146,7 @@ impl Payment {
                     }
                     _ => {}
                 }
-                Outcome::Change { after: Box::new(after), kind: "status_changed", status_changed: true }
+                Outcome::Change { after: Box::new(after), kind: EventKind::StatusChanged, status_changed: true }
             }
         }
     }
@@ -197,27 +207,27 @@ mod tests {
             let Outcome::Change { after, kind, status_changed } = payment(PaymentStatus::Pending).apply(&r) else {
                 panic!("expected a recorded mismatch")
             };
-            assert_eq!((kind, status_changed), ("amount_mismatch", false));
+            assert_eq!((kind, status_changed), (EventKind::AmountMismatch, false));
             assert_eq!(after.status, PaymentStatus::Pending);
             assert_eq!(after.failure_code.as_deref(), Some(AMOUNT_MISMATCH));
             // A second identical mismatch changes nothing more.
-            assert_eq!(after.apply(&r), Outcome::Ignore { kind: "amount_mismatch" });
+            assert_eq!(after.apply(&r), Outcome::Ignore { kind: EventKind::AmountMismatch });
         }
     }
 
     #[test]
     fn disallowed_and_same_status_are_ignored() {
         let p = payment(PaymentStatus::Succeeded);
-        assert_eq!(p.apply(&report(PaymentStatus::Failed)), Outcome::Ignore { kind: "transition_rejected" });
-        assert_eq!(p.apply(&report(PaymentStatus::Succeeded)), Outcome::Ignore { kind: "same_status" });
+        assert_eq!(p.apply(&report(PaymentStatus::Failed)), Outcome::Ignore { kind: EventKind::TransitionRejected });
+        assert_eq!(p.apply(&report(PaymentStatus::Succeeded)), Outcome::Ignore { kind: EventKind::SameStatus });
         let unknown = StatusReport { status: None, ..Default::default() };
-        assert_eq!(p.apply(&unknown), Outcome::Ignore { kind: "unknown_status" });
+        assert_eq!(p.apply(&unknown), Outcome::Ignore { kind: EventKind::UnknownStatus });
     }
 
     #[test]
     fn success_needs_an_amount() {
         let r = StatusReport { status: Some(PaymentStatus::Succeeded), ..Default::default() };
-        assert_eq!(payment(PaymentStatus::Pending).apply(&r), Outcome::Ignore { kind: "missing_amount" });
+        assert_eq!(payment(PaymentStatus::Pending).apply(&r), Outcome::Ignore { kind: EventKind::MissingAmount });
     }
 
     #[test]

@@ -3,12 +3,12 @@
 use chrono::Utc;
 
 use super::Gateway;
-use crate::domain::{Outcome, Payment, PaymentId, PaymentStatus, StatusReport};
+use crate::domain::{EventKind, EventSource, Outcome, Payment, PaymentId, PaymentStatus, StatusReport};
 use crate::error::ApiError;
 use crate::providers::signature::sha256_hex;
 use crate::providers::{CallbackReport, CallbackTransport, PaymentRef, RawCallback};
-use crate::store::checks::CheckReason;
 use crate::store::callbacks;
+use crate::store::checks::CheckReason;
 use crate::store::payments::{self, EventInfo};
 
 /// The result of an accepted callback, shared by VerifyCallback and the HTTP ingress (each maps
@@ -57,20 +57,20 @@ impl Gateway {
             PaymentRef::CheckoutId(checkout_id) => {
                 payments::lock_by_checkout_id(&mut tx, provider, checkout_id).await?
             }
-            PaymentRef::Both { id, checkout_id } => match payments::lock_by_checkout_id(&mut tx, provider, checkout_id)
-                .await?
-            {
-                Some(p) => Some(p),
-                // A payment whose create never returned the checkout id adopts the one the
-                // signed callback names; one with another checkout id is not this callback's.
-                None => match lock_by_id(&mut tx, id).await? {
-                    Some(p) if p.provider_checkout_id.is_none() => {
-                        adopt = Some(checkout_id.clone());
-                        Some(p)
-                    }
-                    _ => None,
-                },
-            },
+            PaymentRef::Both { id, checkout_id } => {
+                match payments::lock_by_checkout_id(&mut tx, provider, checkout_id).await? {
+                    Some(p) => Some(p),
+                    // A payment whose create never returned the checkout id adopts the one the
+                    // signed callback names; one with another checkout id is not this callback's.
+                    None => match lock_by_id(&mut tx, id).await? {
+                        Some(p) if p.provider_checkout_id.is_none() => {
+                            adopt = Some(checkout_id.clone());
+                            Some(p)
+                        }
+                        _ => None,
+                    },
+                }
+            }
         };
         let payment = match found {
             Some(p) if p.provider == provider && p.account == account && query_agrees(&*adapter, raw, &p) => p,
@@ -89,7 +89,7 @@ impl Gateway {
         };
         let info = |kind| EventInfo {
             kind,
-            source: "callback",
+            source: EventSource::Callback,
             provider_event_id: Some(&verified.event_id),
             provider_occurred_at: occurred_at,
             detail: Some(serde_json::json!({ "body_sha256": digest })),
@@ -107,13 +107,11 @@ impl Gateway {
         let (outcome, look_up) = decide(&base, &verified.report);
         let outcome = match outcome {
             Outcome::Ignore { .. } if adopt.is_some() => {
-                Outcome::Change { after: Box::new(base), kind: "checkout_adopted", status_changed: false }
+                Outcome::Change { after: Box::new(base), kind: EventKind::CheckoutAdopted, status_changed: false }
             }
             other => other,
         };
-        let outcome_kind = match &outcome {
-            Outcome::Change { kind, .. } | Outcome::Ignore { kind } => *kind,
-        };
+        let outcome_kind = outcome.kind();
         if let CallbackReport::Apply(report) = &verified.report {
             self.note_unknown_status(provider, report, outcome_kind);
         }
@@ -124,7 +122,7 @@ impl Gateway {
             &verified.dedupe_key,
             &payment.id,
             &verified.event_id,
-            outcome_kind,
+            outcome_kind.as_str(),
         )
         .await?;
         let result = |payment, duplicate, status_changed, amount_mismatch| CallbackOutcome {
@@ -136,26 +134,19 @@ impl Gateway {
             transport: adapter.callback_transport(),
         };
         if !fresh {
-            payments::record_not_applied(&mut tx, &payment, &info("duplicate")).await?;
+            payments::record_not_applied(&mut tx, &payment, &info(EventKind::Duplicate)).await?;
             tx.commit().await?;
             return Ok(result(payment, true, false, false));
         }
-        let mismatch = outcome_kind == "amount_mismatch";
+        let mismatch = outcome_kind == EventKind::AmountMismatch;
         // The check is queued in this transaction: a crash after the 200 cannot lose it.
         let look_up = look_up && payment.status != PaymentStatus::Succeeded;
         if look_up {
             self.request_check_in(&mut tx, &payment.id, CheckReason::Callback, 0.0).await?;
         }
-        let outcome = match outcome {
-            Outcome::Change { after, kind, status_changed } => {
-                let written = payments::update(&mut tx, &payment, &after, &info(kind)).await?;
-                result(written, false, status_changed, mismatch)
-            }
-            Outcome::Ignore { kind } => {
-                payments::record_not_applied(&mut tx, &payment, &info(kind)).await?;
-                result(payment.clone(), false, false, mismatch)
-            }
-        };
+        let status_changed = matches!(outcome, Outcome::Change { status_changed: true, .. });
+        let written = payments::record(&mut tx, &payment, outcome, info(outcome_kind)).await?;
+        let outcome = result(written, false, status_changed, mismatch);
         tx.commit().await?;
         self.note_late_success(&payment, &outcome.payment);
         if look_up {
@@ -233,7 +224,7 @@ fn decide(payment: &Payment, report: &CallbackReport) -> (Outcome, bool) {
         CallbackReport::LookUp { amount: Some(amount) } if payment.amount_differs(amount) => {
             (payment.apply(&StatusReport { amount: Some(amount.clone()), ..Default::default() }), false)
         }
-        CallbackReport::LookUp { .. } => (Outcome::Ignore { kind: "look_up" }, true),
+        CallbackReport::LookUp { .. } => (Outcome::Ignore { kind: EventKind::LookUp }, true),
     }
 }
 

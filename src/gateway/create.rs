@@ -7,7 +7,7 @@ use super::Gateway;
 use crate::domain::checkout::CheckoutInput;
 use crate::domain::fingerprint::fingerprint;
 use crate::domain::ids::prefixed_ulid;
-use crate::domain::{NewCheckout, Outcome, Payment, PaymentId, PaymentStatus, StatusReport};
+use crate::domain::{EventKind, EventSource, NewCheckout, Outcome, Payment, PaymentId, PaymentStatus, StatusReport};
 use crate::error::ApiError;
 use crate::providers::{CheckoutContext, CheckoutCreated, Provider, ProviderError};
 use crate::store::Tx;
@@ -95,8 +95,7 @@ impl Gateway {
                         let mut tx = self.store().begin().await?;
                         let stored = StoredError { outcome_unknown: true, ..Default::default() };
                         if idempotency::complete(&mut tx, scope, &claim.token, Some(&stored)).await? {
-                            self.request_check_in(&mut tx, &payment.id, CheckReason::CreateOutcomeUnknown, 0.0)
-                                .await?;
+                            self.request_check_in(&mut tx, &payment.id, CheckReason::CreateOutcomeUnknown, 0.0).await?;
                         }
                         tx.commit().await?;
                         self.wake_checks();
@@ -173,7 +172,7 @@ impl Gateway {
                 let before = payments::lock(&mut tx, &payment.id).await?.ok_or(ApiError::PaymentNotFound)?;
                 if before.checkout_url.is_none() && before.status.is_open() {
                     let after = with_checkout(&before, created);
-                    let info = EventInfo { kind: "checkout_opened", source: "create", ..Default::default() };
+                    let info = EventInfo::new(EventKind::CheckoutOpened, EventSource::Create);
                     payments::update(&mut tx, &before, &after, &info).await?;
                 }
                 tx.commit().await?;
@@ -181,14 +180,14 @@ impl Gateway {
             return Ok((self.load(&payment.id).await?, true));
         }
         let before = payments::lock(&mut tx, &payment.id).await?.ok_or(ApiError::PaymentNotFound)?;
-        let info = |kind| EventInfo { kind, source: "create", ..Default::default() };
+        let info = |kind| EventInfo::new(kind, EventSource::Create);
         match result {
             Ok(created) => {
                 let after = with_checkout(&before, created);
                 let written = if after == before {
                     before
                 } else {
-                    payments::update(&mut tx, &before, &after, &info("checkout_opened")).await?
+                    payments::update(&mut tx, &before, &after, &info(EventKind::CheckoutOpened)).await?
                 };
                 tx.commit().await?;
                 Ok((written, false))
@@ -201,18 +200,19 @@ impl Gateway {
                     failure_message: Some(format!("provider code {code}")),
                     ..Default::default()
                 };
-                match before.apply(&report) {
-                    Outcome::Change { after, .. } => {
-                        payments::update(&mut tx, &before, &after, &info("provider_rejected")).await?;
+                let outcome = match before.apply(&report) {
+                    Outcome::Change { after, status_changed, .. } => {
+                        Outcome::Change { after, kind: EventKind::ProviderRejected, status_changed }
                     }
-                    Outcome::Ignore { kind } => payments::record_not_applied(&mut tx, &before, &info(kind)).await?,
-                }
+                    ignored => ignored,
+                };
+                payments::record(&mut tx, &before, outcome, info(EventKind::ProviderRejected)).await?;
                 tx.commit().await?;
                 Err(ApiError::ProviderRejected { provider_code: code })
             }
             Err(e) if e.outcome_unknown() => {
                 tracing::warn!(error = %e.summary(), "provider create outcome unknown; the payment will be checked");
-                payments::record_not_applied(&mut tx, &before, &info("create_outcome_unknown")).await?;
+                payments::record_not_applied(&mut tx, &before, &info(EventKind::CreateOutcomeUnknown)).await?;
                 self.request_check_in(&mut tx, &before.id, CheckReason::CreateOutcomeUnknown, 0.0).await?;
                 tx.commit().await?;
                 self.wake_checks();

@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Gateway;
-use crate::domain::{Payment, PaymentStatus, StatusReport};
+use crate::domain::{EventSource, Payment, PaymentStatus, StatusReport};
 use crate::error::ApiError;
 use crate::providers::{Provider, ProviderError};
 use crate::store::checks::{self, Claimed};
@@ -274,7 +274,13 @@ impl Gateway {
 
     /// A CANCELLED or EXPIRED payment someone asked about: one lookup, so a late success is
     /// learned. Failures retry for the grace period after the payment closed.
-    async fn check_closed(&self, provider: &dyn Provider, payment: &Payment, grace: TimeDelta, now: DateTime<Utc>) -> Step {
+    async fn check_closed(
+        &self,
+        provider: &dyn Provider,
+        payment: &Payment,
+        grace: TimeDelta,
+        now: DateTime<Utc>,
+    ) -> Step {
         match self.look_up(provider, payment).await {
             Ok(_) => Step::Done,
             Err(_) if now >= payment.updated_at + grace => Step::Done,
@@ -292,7 +298,8 @@ impl Gateway {
     ) -> Result<Option<(Payment, StatusReport)>, ProviderError> {
         self.metrics().count_call(provider.name(), "status");
         let Some(report) = provider.fetch_status(payment).await? else { return Ok(None) };
-        let source = if report.status == Some(PaymentStatus::Expired) { "expiry" } else { "reconciler" };
+        let source =
+            if report.status == Some(PaymentStatus::Expired) { EventSource::Expiry } else { EventSource::Reconciler };
         match self.apply_report(&payment.id, &report, source).await {
             Ok(after) => Ok(Some((after, report))),
             Err(e) => Err(ProviderError::Unavailable(format!("cannot apply the answer: {}", e.reason()))),
@@ -308,7 +315,7 @@ impl Gateway {
             ..Default::default()
         };
         let due = |p: &Payment| p.status.is_open() && p.expires_at.is_some_and(|t| t <= Utc::now());
-        self.apply_report_if(&payment.id, &report, "expiry", due).await?;
+        self.apply_report_if(&payment.id, &report, EventSource::Expiry, due).await?;
         Ok(Step::Done)
     }
 

@@ -1,7 +1,7 @@
 //! GetPaymentStatus, provider status refreshes and the one path that applies a trusted report.
 
 use super::Gateway;
-use crate::domain::{Outcome, Payment, PaymentId, PaymentStatus, StatusReport};
+use crate::domain::{EventKind, EventSource, Payment, PaymentId, PaymentStatus, StatusReport};
 use crate::error::ApiError;
 use crate::store::payments::{self, EventInfo};
 
@@ -30,14 +30,14 @@ impl Gateway {
         .ok_or(ApiError::PaymentNotFound)?;
         drop(conn);
         if refresh && payment.status != PaymentStatus::Succeeded {
-            return self.refresh(payment, "refresh").await;
+            return self.refresh(payment, EventSource::Refresh).await;
         }
         Ok(payment)
     }
 
     /// Asks the payment's provider for its status and applies what it says. A provider failure
     /// is returned, never hidden behind stale data.
-    pub async fn refresh(&self, payment: Payment, source: &'static str) -> Result<Payment, ApiError> {
+    pub async fn refresh(&self, payment: Payment, source: EventSource) -> Result<Payment, ApiError> {
         let provider = self.registry().resolve(&payment.provider, &payment.account)?;
         self.metrics().count_call(provider.name(), "status");
         let Some(report) = provider.fetch_status(&payment).await? else {
@@ -47,8 +47,8 @@ impl Gateway {
     }
 
     /// A provider status value we do not know leaves the payment alone: say so, loudly.
-    pub(super) fn note_unknown_status(&self, provider: &str, report: &StatusReport, kind: &str) {
-        if kind == "unknown_status" {
+    pub(super) fn note_unknown_status(&self, provider: &str, report: &StatusReport, kind: EventKind) {
+        if kind == EventKind::UnknownStatus {
             self.metrics().count_unknown_status(provider);
             let value = report.provider_status.as_deref().unwrap_or("");
             tracing::warn!(provider, provider_status = %value, "unknown provider status; payment left unchanged");
@@ -60,7 +60,7 @@ impl Gateway {
         &self,
         id: &str,
         report: &StatusReport,
-        source: &'static str,
+        source: EventSource,
     ) -> Result<Payment, ApiError> {
         let applied = self.apply_report_if(id, report, source, |_| true).await?;
         applied.ok_or(ApiError::PaymentNotFound)
@@ -71,7 +71,7 @@ impl Gateway {
         &self,
         id: &str,
         report: &StatusReport,
-        source: &'static str,
+        source: EventSource,
         guard: impl Fn(&Payment) -> bool,
     ) -> Result<Option<Payment>, ApiError> {
         let mut tx = self.store().begin().await?;
@@ -80,18 +80,10 @@ impl Gateway {
             tx.rollback().await?;
             return Ok(None);
         }
-        let info = |kind| EventInfo { kind, source, provider_occurred_at: report.occurred_at, ..Default::default() };
         let outcome = before.apply(report);
-        if let Outcome::Ignore { kind } = &outcome {
-            self.note_unknown_status(&before.provider, report, kind);
-        }
-        let after = match outcome {
-            Outcome::Change { after, kind, .. } => payments::update(&mut tx, &before, &after, &info(kind)).await?,
-            Outcome::Ignore { kind } => {
-                payments::record_not_applied(&mut tx, &before, &info(kind)).await?;
-                before.clone()
-            }
-        };
+        self.note_unknown_status(&before.provider, report, outcome.kind());
+        let info = EventInfo { provider_occurred_at: report.occurred_at, ..EventInfo::new(outcome.kind(), source) };
+        let after = payments::record(&mut tx, &before, outcome, info).await?;
         tx.commit().await?;
         self.note_late_success(&before, &after);
         Ok(Some(after))

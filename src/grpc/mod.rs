@@ -3,7 +3,6 @@
 pub mod codec;
 mod convert;
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 
 use tokio_stream::{Stream, StreamExt};
@@ -62,15 +61,7 @@ impl PaymentService for PaymentApi {
         if r.provider.is_empty() {
             return Err(ApiError::invalid("provider", "is required").into());
         }
-        let mut headers: BTreeMap<String, String> = BTreeMap::new();
-        for (name, value) in r.headers {
-            let entry = headers.entry(name.to_ascii_lowercase()).or_default();
-            if !entry.is_empty() {
-                entry.push_str(", ");
-            }
-            entry.push_str(&value);
-        }
-        let raw = RawCallback { headers, body: r.body, query: r.query };
+        let raw = RawCallback::new(r.headers, r.body, r.query);
         let outcome = self.gateway.handle_callback(&r.provider, &r.account, &raw).await?;
         if outcome.amount_mismatch && !outcome.duplicate {
             return Err(ApiError::AmountMismatch { payment_id: outcome.payment.id }.into());

@@ -2,8 +2,6 @@
 //! VerifyCallback. Server-to-server callbacks get status codes and JSON; callbacks a provider
 //! delivers through the shopper's browser (a form POST) get a redirect back to the caller's page.
 
-use std::collections::BTreeMap;
-
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -43,7 +41,8 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let raw = RawCallback { headers: join_headers(&headers), body: body.to_vec(), query: query.0.unwrap_or_default() };
+    let pairs = headers.iter().map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value.as_bytes())));
+    let raw = RawCallback::new(pairs, body.to_vec(), query.0.unwrap_or_default());
     let transport = state
         .gateway
         .registry()
@@ -96,17 +95,4 @@ async fn payment_named_in_query(state: &HttpState, provider: &str, query: &str) 
     let id = PaymentId::parse(&id)?;
     let payment = state.gateway.get_status(id.as_str(), "", false).await.ok()?;
     (payment.provider == provider).then_some(payment)
-}
-
-/// Header names lower-cased, repeated headers joined with `, `.
-fn join_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
-    let mut out: BTreeMap<String, String> = BTreeMap::new();
-    for (name, value) in headers {
-        let entry = out.entry(name.as_str().to_owned()).or_default();
-        if !entry.is_empty() {
-            entry.push_str(", ");
-        }
-        entry.push_str(&String::from_utf8_lossy(value.as_bytes()));
-    }
-    out
 }

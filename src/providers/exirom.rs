@@ -29,8 +29,8 @@ use self::transformers::{
 };
 use super::signature::{hmac_sha256, sha256_hex};
 use super::{
-    CallbackError, CallbackReport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext, ProviderError, RawCallback,
-    VerifiedCallback, http,
+    CallbackError, CallbackReport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext,
+    ProviderError, RawCallback, VerifiedCallback, http,
 };
 use crate::config::ExiromAccount;
 use crate::domain::{Currency, NewCheckout, Payment, PaymentId, PaymentStatus, StatusReport, ValidationError};

@@ -22,8 +22,8 @@ use self::transformers::{
 };
 use super::signature::{hex_matches, hmac_sha256, sha256_hex};
 use super::{
-    CallbackError, CallbackReport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext, ProviderError, RawCallback,
-    VerifiedCallback, http,
+    CallbackError, CallbackReport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext,
+    ProviderError, RawCallback, VerifiedCallback, http,
 };
 use crate::config::HitpayAccount;
 use crate::domain::{NewCheckout, Payment, StatusReport, ValidationError};

@@ -122,6 +122,24 @@ pub struct RawCallback {
 }
 
 impl RawCallback {
+    /// The one way both transports build a callback: header names lower-cased, repeated headers
+    /// joined with `, ` in the order received.
+    pub fn new(
+        headers: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<str>)>,
+        body: Vec<u8>,
+        query: String,
+    ) -> Self {
+        let mut joined: BTreeMap<String, String> = BTreeMap::new();
+        for (name, value) in headers {
+            let entry = joined.entry(name.as_ref().to_ascii_lowercase()).or_default();
+            if !entry.is_empty() {
+                entry.push_str(", ");
+            }
+            entry.push_str(value.as_ref());
+        }
+        Self { headers: joined, body, query }
+    }
+
     /// A header by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
@@ -241,5 +259,32 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Cancels or expires the checkout at the provider, where supported.
     async fn cancel(&self, _payment: &Payment) -> Result<(), ProviderError> {
         Err(ProviderError::Unsupported)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_callbacks_lower_case_names_and_join_repeats_in_order() {
+        let raw = RawCallback::new(
+            [("X-Sig", "a"), ("content-type", "application/json"), ("x-sig", "b")],
+            b"{}".to_vec(),
+            "q=1".into(),
+        );
+        assert_eq!(raw.header("X-SIG"), Some("a, b"));
+        assert_eq!(raw.header("Content-Type"), Some("application/json"));
+        assert_eq!(raw.headers.len(), 2);
+        assert_eq!((raw.body.as_slice(), raw.query.as_str()), (&b"{}"[..], "q=1"));
+    }
+
+    #[test]
+    fn error_summaries_carry_no_provider_text() {
+        let e = ProviderError::OutcomeUnknown("unexpected response shape: mona@example.com".into());
+        assert_eq!(e.summary(), "outcome unknown: unexpected response shape");
+        assert!(e.outcome_unknown() && ProviderError::Timeout.outcome_unknown());
+        assert!(!ProviderError::Unavailable("HTTP 503".into()).outcome_unknown());
+        assert_eq!(ProviderError::Unavailable("HTTP 503".into()).summary(), "unavailable: HTTP 503");
     }
 }

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::signature::{parse_timestamped, sign_timestamped};
 use super::{
-    CallbackError, CallbackReport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderError, RawCallback, VerifiedCallback,
+    CallbackError, CallbackReport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderError, RawCallback,
+    VerifiedCallback,
 };
 use crate::domain::ids::prefixed_ulid;
 use crate::domain::{Payment, PaymentStatus, StatusReport};

@@ -107,12 +107,13 @@ pub async fn claim(conn: &mut PgConnection, limit: i64, lease_secs: f64) -> Resu
 /// The check is done: the row goes, unless a new need arrived meanwhile (then it stays due).
 /// `false` when the lease was lost.
 pub async fn finish(conn: &mut PgConnection, claimed: &Claimed) -> Result<bool, sqlx::Error> {
-    let deleted = sqlx::query("DELETE FROM provider_checks WHERE payment_id = $1 AND leased_until = $2 AND due_at IS NULL")
-        .bind(&claimed.payment_id)
-        .bind(claimed.leased_until)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+    let deleted =
+        sqlx::query("DELETE FROM provider_checks WHERE payment_id = $1 AND leased_until = $2 AND due_at IS NULL")
+            .bind(&claimed.payment_id)
+            .bind(claimed.leased_until)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
     if deleted == 1 {
         return Ok(true);
     }

@@ -7,7 +7,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::events;
-use crate::domain::{Payment, PaymentStatus};
+use crate::domain::{EventKind, EventSource, Outcome, Payment, PaymentStatus};
 
 /// The payment columns, as a literal so that every query stays a static string.
 macro_rules! columns {
@@ -64,14 +64,39 @@ pub struct NewPaymentRow<'a> {
 }
 
 /// What an event row records besides the payment itself.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EventInfo<'a> {
-    pub kind: &'a str,
-    /// `create`, `callback`, `refresh`, `reconciler` or `expiry`.
-    pub source: &'a str,
+    pub kind: EventKind,
+    pub source: EventSource,
     pub provider_event_id: Option<&'a str>,
     pub provider_occurred_at: Option<DateTime<Utc>>,
     pub detail: Option<serde_json::Value>,
+}
+
+impl EventInfo<'_> {
+    /// An event with no provider event id, time or detail.
+    pub fn new(kind: EventKind, source: EventSource) -> Self {
+        Self { kind, source, provider_event_id: None, provider_occurred_at: None, detail: None }
+    }
+}
+
+/// Records what applying a report decided about the locked row `before`: the change with its
+/// event, or a not-applied event (`info.kind` is taken from the outcome). Returns the payment
+/// as it is now.
+pub async fn record(
+    conn: &mut PgConnection,
+    before: &Payment,
+    outcome: Outcome,
+    info: EventInfo<'_>,
+) -> Result<Payment, sqlx::Error> {
+    let info = EventInfo { kind: outcome.kind(), ..info };
+    match outcome {
+        Outcome::Change { after, .. } => update(conn, before, &after, &info).await,
+        Outcome::Ignore { .. } => {
+            record_not_applied(conn, before, &info).await?;
+            Ok(before.clone())
+        }
+    }
 }
 
 /// Inserts a new PENDING payment (version 1) and its `created` event.
@@ -97,7 +122,7 @@ pub async fn insert(conn: &mut PgConnection, new: &NewPaymentRow<'_>) -> Result<
     .fetch_one(&mut *conn)
     .await?;
     let payment = from_row(&row)?;
-    let info = EventInfo { kind: "created", source: "create", ..Default::default() };
+    let info = EventInfo::new(EventKind::Created, EventSource::Create);
     insert_event(conn, &payment, None, Some(&payment), &info).await?;
     Ok(payment)
 }
@@ -225,8 +250,8 @@ async fn insert_event(
     )
     .bind(&payment.id)
     .bind(snapshot.map(|p| p.version))
-    .bind(info.kind)
-    .bind(info.source)
+    .bind(info.kind.as_str())
+    .bind(info.source.as_str())
     .bind(payment.status.as_str())
     .bind(previous.map(PaymentStatus::as_str))
     .bind(info.provider_event_id)

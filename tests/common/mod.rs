@@ -334,3 +334,139 @@ pub async fn assert_create_outcome_unknown(
     assert_eq!(reason, "create_outcome_unknown");
     payment_id
 }
+
+/// A database URL on the test server under a fresh name, not created yet (a `paygate` process
+/// creates it and runs the migrations when it starts).
+pub async fn fresh_database_url() -> String {
+    sweep_old_databases().await;
+    database_url(&format!("paygate_t_{}", ulid::Ulid::new().to_string().to_lowercase()))
+}
+
+/// A small pool on `db_url` for assertions.
+pub async fn small_pool(db_url: &str) -> PgPool {
+    PgPoolOptions::new().max_connections(2).connect(db_url).await.expect("test pool")
+}
+
+/// A real `paygate` process (the built binary, as a child), so that it can be SIGTERMed like a
+/// pod being rolled or SIGKILLed like a crashed one. Dropping it kills it.
+pub struct Process {
+    pub child: std::process::Child,
+    pub grpc: PaymentServiceClient<Channel>,
+    /// `http://` + the HTTP address.
+    pub http: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Sends SIGTERM (as Kubernetes does before stopping a pod).
+    pub fn sigterm(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM failed: {status}");
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn sigkill(&mut self) {
+        self.child.kill().expect("SIGKILL paygate");
+        let _ = self.child.wait();
+    }
+
+    /// Waits up to `limit` for the process to exit; `None` if it is still running.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the process binds it a moment later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts the `paygate` binary on `db_url` (created and migrated if missing) with the sandbox
+/// test secret, a 5 s shutdown grace and `extra_env` (applied last, so it can override), on
+/// fresh loopback ports; returns once it answers gRPC. Inherited `PAYGATE_*` variables are
+/// removed so the developer's environment cannot change the test.
+pub async fn spawn_process(db_url: &str, extra_env: &[(&str, &str)]) -> Process {
+    // A port taken between `free_port` and the bind makes the process exit: try new ports.
+    for _ in 0..3 {
+        if let Some(process) = try_spawn_process(db_url, extra_env).await {
+            return process;
+        }
+    }
+    panic!("paygate process did not start");
+}
+
+async fn try_spawn_process(db_url: &str, extra_env: &[(&str, &str)]) -> Option<Process> {
+    let (grpc_port, http_port) = (free_port(), free_port());
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_paygate"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PAYGATE_") || k == "DATABASE_URL" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("PAYGATE_DATABASE__URL", db_url)
+        .env("PAYGATE_DATABASE__MAX_CONNECTIONS", "4")
+        .env("PAYGATE_SERVER__GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+        .env("PAYGATE_SERVER__HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+        .env("PAYGATE_SERVER__SHUTDOWN_GRACE_SECS", "5")
+        .env("PAYGATE_PROVIDERS__SANDBOX__ACCOUNTS__DEFAULT__WEBHOOK_SECRET", SANDBOX_SECRET)
+        .env("RUST_LOG", "warn")
+        .envs(extra_env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    // Killed if it does not come up (or this panics) before it is handed over as a `Process`.
+    let mut starting = Starting(Some(cmd.spawn().expect("start paygate")));
+    let url = format!("http://127.0.0.1:{grpc_port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::time::Instant::now() < deadline {
+        if starting.0.as_mut().and_then(|c| c.try_wait().ok()).flatten().is_some() {
+            return None;
+        }
+        let Ok(mut grpc) = PaymentServiceClient::connect(url.clone()).await else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        // Accepting a connection is not serving yet: any answer from the service is.
+        let probe = pb::GetPaymentStatusRequest { payment_id: "pay_probe".into(), ..Default::default() };
+        match tokio::time::timeout(Duration::from_secs(5), grpc.get_payment_status(probe)).await {
+            Ok(Err(status)) if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(_) => {
+                let child = starting.0.take().expect("child");
+                return Some(Process { child, grpc, http: format!("http://127.0.0.1:{http_port}") });
+            }
+            Err(_) => {}
+        }
+    }
+    panic!("paygate process did not serve gRPC on {url} within 15 s");
+}
+
+/// A child not yet handed over: killed on drop.
+struct Starting(Option<std::process::Child>);
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -487,9 +487,7 @@ impl WebhookForm {
         let request = self.get("payment_request_id");
         let reference = self.get("reference_number");
         match (request.is_empty(), reference.is_empty()) {
-            (false, false) => {
-                Some(PaymentRef::Both { id: reference.to_owned(), checkout_id: request.to_owned() })
-            }
+            (false, false) => Some(PaymentRef::Both { id: reference.to_owned(), checkout_id: request.to_owned() }),
             (false, true) => Some(PaymentRef::CheckoutId(request.to_owned())),
             (true, false) => Some(PaymentRef::Id(reference.to_owned())),
             (true, true) => None,

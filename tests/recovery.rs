@@ -1,0 +1,300 @@
+//! Process-level recovery, black box: real `paygate` processes on real Postgres, stopped with
+//! SIGTERM (a rolling deploy) or SIGKILL (a crash), and the durable provider checks they leave.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Process, spawn_app_with, spawn_process};
+use paygate::config::XpayAccount;
+use paygate::pb::{self, PaymentStatus};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use wiremock::matchers::{header, method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const SECRET_KEY: &str = "sk_test_51PaygateRecoveryKey";
+const WEBHOOK_SECRET: &str = "whsec_test";
+const AMOUNT: i64 = 149_900;
+/// Longer than the 2 s lease: a lookup in flight outlives its lease.
+const LOOKUP_DELAY: Duration = Duration::from_secs(3);
+
+// ---------------------------------------------------------------------------------------------
+// SIGTERM
+// ---------------------------------------------------------------------------------------------
+
+fn sandbox_request(reference: &str) -> pb::CreateCheckoutRequest {
+    pb::CreateCheckoutRequest {
+        provider: "sandbox".into(),
+        merchant_reference: reference.into(),
+        amount: Some(pb::Money { amount_minor: 1234, currency: "USD".into() }),
+        return_url: "https://shop.example/return?order=1".into(),
+        cancel_url: "https://shop.example/cancel".into(),
+        ..Default::default()
+    }
+}
+
+/// A rolling deploy stops every pod with SIGTERM; each stop must exit 0 (a non-zero exit is
+/// reported as a crash and restarts or alerts). Every run serves real requests first.
+#[tokio::test]
+async fn fifty_sigterms_in_a_row_all_exit_zero() {
+    let db_url = common::fresh_database_url().await;
+    let started = Instant::now();
+    let mut slowest_stop = Duration::ZERO;
+    for run in 0..50 {
+        let mut process = spawn_process(&db_url, &[]).await;
+        let created = process.grpc.create_checkout(sandbox_request(&format!("sigterm-{run}"))).await;
+        let payment = created.expect("create checkout").into_inner().payment.expect("payment");
+        let request = pb::GetPaymentStatusRequest { payment_id: payment.id.clone(), ..Default::default() };
+        let read = process.grpc.get_payment_status(request).await.expect("get status").into_inner().payment;
+        assert_eq!(read.expect("payment").id, payment.id);
+
+        let stopping = Instant::now();
+        process.sigterm();
+        let status = process.wait_exit(Duration::from_secs(20)).await;
+        let status = status.unwrap_or_else(|| panic!("run {run}: still running 20 s after SIGTERM"));
+        assert_eq!(status.code(), Some(0), "run {run}: SIGTERM must exit 0, got {status}");
+        slowest_stop = slowest_stop.max(stopping.elapsed());
+    }
+    eprintln!("50 start/serve/SIGTERM cycles in {:?}; slowest stop {slowest_stop:?}", started.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIGKILL with provider checks queued and in flight
+// ---------------------------------------------------------------------------------------------
+
+/// The session id the XPay double gives a payment (test mode, like the key).
+fn session_id_for(payment_id: &str) -> String {
+    format!("cs_test_{}", &payment_id[4..])
+}
+
+/// A Checkout Session object as XPay returns it.
+fn session(id: &str, payment_id: &str, status: &str, amount: i64, currency: &str) -> Value {
+    json!({
+        "id": id, "object": "checkout.session", "status": status,
+        "url": format!("https://checkout.xpay.app/c/{id}"),
+        "amountTotal": amount, "currency": currency,
+        "paymentIntent": { "id": format!("pi_{}", &payment_id[4..]) },
+        "metadata": { "paygate_payment_id": payment_id },
+    })
+}
+
+/// `POST /checkout/sessions`: an open session for the payment named in the metadata.
+struct SessionCreated;
+
+impl Respond for SessionCreated {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let payment_id = body["metadata"]["paygate_payment_id"].as_str().unwrap_or("pay_unknown");
+        let id = session_id_for(payment_id);
+        ResponseTemplate::new(200).set_body_json(json!({
+            "id": id,
+            "object": "checkout.session",
+            "status": "open",
+            "url": format!("https://checkout.xpay.app/c/{id}"),
+            "amountTotal": AMOUNT,
+            "currency": "EGP",
+            "afterCompletion": body["afterCompletion"],
+        }))
+    }
+}
+
+/// `GET /checkout/sessions/{id}`: complete, with the right amount, after [`LOOKUP_DELAY`].
+struct SlowComplete;
+
+impl Respond for SlowComplete {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let id = request.url.path().rsplit('/').next().unwrap_or_default();
+        let payment_id = format!("pay_{}", id.strip_prefix("cs_test_").unwrap_or(id));
+        ResponseTemplate::new(200)
+            .set_body_json(session(id, &payment_id, "complete", AMOUNT, "EGP"))
+            .set_delay(LOOKUP_DELAY)
+    }
+}
+
+async fn xpay_double() -> MockServer {
+    let mock = MockServer::start().await;
+    assert!(mock.uri().starts_with("http://127.0.0.1:"), "{}", mock.uri());
+    Mock::given(method("POST"))
+        .and(path("/checkout/sessions"))
+        .and(header("authorization", format!("Bearer {SECRET_KEY}").as_str()))
+        .respond_with(SessionCreated)
+        .mount(&mock)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"^/checkout/sessions/cs_test_[0-9A-Za-z]+$"))
+        .and(header("authorization", format!("Bearer {SECRET_KEY}").as_str()))
+        .respond_with(SlowComplete)
+        .mount(&mock)
+        .await;
+    mock
+}
+
+/// The child's environment: the XPay account on the double, 2 s leases, a 100 ms poll and one
+/// check at a time (so one is in flight while the others wait, claimed).
+fn child_env(mock: &MockServer) -> Vec<(&'static str, String)> {
+    vec![
+        ("PAYGATE_PROVIDERS__XPAY__ACCOUNTS__DEFAULT__BASE_URL", mock.uri()),
+        ("PAYGATE_PROVIDERS__XPAY__ACCOUNTS__DEFAULT__SECRET_KEY", SECRET_KEY.into()),
+        ("PAYGATE_PROVIDERS__XPAY__ACCOUNTS__DEFAULT__WEBHOOK_SECRETS", WEBHOOK_SECRET.into()),
+        ("PAYGATE_RECONCILER__LEASE_SECS", "2".into()),
+        ("PAYGATE_RECONCILER__POLL_INTERVAL_MS", "100".into()),
+        ("PAYGATE_RECONCILER__CHECK_CONCURRENCY", "1".into()),
+    ]
+}
+
+async fn spawn_child(db_url: &str, env: &[(&'static str, String)]) -> Process {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    spawn_process(db_url, &env).await
+}
+
+/// Creates three XPay payments through `grpc` (each gets a scheduled check) and makes their
+/// checks due now.
+async fn three_xpay_payments(
+    grpc: &mut pb::payment_service_client::PaymentServiceClient<tonic::transport::Channel>,
+    db: &PgPool,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let request = pb::CreateCheckoutRequest {
+            provider: "xpay".into(),
+            merchant_reference: format!("recovery-{n}"),
+            amount: Some(pb::Money { amount_minor: AMOUNT, currency: "EGP".into() }),
+            description: "Test product".into(),
+            return_url: "https://shop.example/return?order=1".into(),
+            cancel_url: "https://shop.example/cancel".into(),
+            ..Default::default()
+        };
+        let payment = grpc.create_checkout(request).await.expect("create").into_inner().payment.expect("payment");
+        assert_eq!(payment.status(), PaymentStatus::Pending);
+        assert_eq!(payment.provider_checkout_id, session_id_for(&payment.id));
+        ids.push(payment.id);
+    }
+    let due = sqlx::query("UPDATE provider_checks SET due_at = now() WHERE payment_id = ANY($1)")
+        .bind(&ids)
+        .execute(db)
+        .await
+        .expect("make the checks due")
+        .rows_affected();
+    assert_eq!(due, 3, "every new payment has a queued check");
+    ids
+}
+
+/// Status lookups the double received so far.
+async fn lookups(mock: &MockServer) -> usize {
+    let requests = mock.received_requests().await.unwrap_or_default();
+    requests.iter().filter(|r| r.method.as_str() == "GET" && r.url.path().starts_with("/checkout/sessions/")).count()
+}
+
+/// Waits (up to 10 s) until a status lookup is in flight at the double.
+async fn wait_for_a_lookup(mock: &MockServer) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lookups(mock).await == 0 {
+        assert!(Instant::now() < deadline, "no status lookup reached XPay within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn succeeded(db: &PgPool, ids: &[String]) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM payments WHERE id = ANY($1) AND status = 'succeeded'")
+        .bind(ids)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+async fn queued_checks(db: &PgPool, ids: &[String]) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM provider_checks WHERE payment_id = ANY($1)")
+        .bind(ids)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+/// Right after the kill: nothing paid yet, and every check still queued.
+async fn assert_nothing_lost_yet(db: &PgPool, ids: &[String]) {
+    assert_eq!(succeeded(db, ids).await, 0, "the lookups take 3 s: nothing can have been applied");
+    assert_eq!(queued_checks(db, ids).await, 3, "the killed worker's checks are still queued");
+}
+
+/// Waits (up to 30 s) until every payment is SUCCEEDED and its check is gone; then each has
+/// exactly one applied success, by the reconciler.
+async fn assert_all_completed_once(db: &PgPool, ids: &[String]) -> Duration {
+    let started = Instant::now();
+    loop {
+        if succeeded(db, ids).await == 3 && queued_checks(db, ids).await == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "after 30 s: {} of 3 succeeded, {} checks queued",
+            succeeded(db, ids).await,
+            queued_checks(db, ids).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in ids {
+        let sources: Vec<String> = sqlx::query_scalar(
+            "SELECT source FROM payment_events WHERE payment_id = $1 AND version IS NOT NULL AND status = 'succeeded'",
+        )
+        .bind(id)
+        .fetch_all(db)
+        .await
+        .unwrap();
+        assert_eq!(sources, vec!["reconciler".to_owned()], "{id}: exactly one applied success, by the reconciler");
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn queued_and_in_flight_checks_survive_sigkill_and_a_restart_completes_them() {
+    let mock = xpay_double().await;
+    let env = child_env(&mock);
+    let db_url = common::fresh_database_url().await;
+    let mut first = spawn_child(&db_url, &env).await;
+    let db = common::small_pool(&db_url).await;
+    let ids = three_xpay_payments(&mut first.grpc, &db).await;
+
+    wait_for_a_lookup(&mock).await;
+    first.sigkill();
+    assert_nothing_lost_yet(&db, &ids).await;
+
+    let _second = spawn_child(&db_url, &env).await;
+    let took = assert_all_completed_once(&db, &ids).await;
+    eprintln!("the restarted process completed the checks in {took:?}; {} lookups in all", lookups(&mock).await);
+    db.close().await;
+}
+
+#[tokio::test]
+async fn a_second_instance_completes_the_checks_of_a_killed_one() {
+    let mock = xpay_double().await;
+    let base_url = mock.uri();
+    // B polls only every 3 s, so the checks made due below go to A (polling every 100 ms).
+    let b = spawn_app_with(
+        |config| {
+            config.providers.xpay.accounts.insert(
+                "default".into(),
+                XpayAccount {
+                    base_url,
+                    secret_key: SECRET_KEY.into(),
+                    webhook_secrets: vec![WEBHOOK_SECRET.into()],
+                    ..Default::default()
+                },
+            );
+            config.reconciler.lease_secs = 2;
+            config.reconciler.poll_interval_ms = 3000;
+        },
+        Vec::new(),
+    )
+    .await;
+    let mut a = spawn_child(&b.config.database.url, &child_env(&mock)).await;
+    let ids = three_xpay_payments(&mut a.grpc, &b.db).await;
+
+    wait_for_a_lookup(&mock).await;
+    a.sigkill();
+    assert_nothing_lost_yet(&b.db, &ids).await;
+
+    let took = assert_all_completed_once(&b.db, &ids).await;
+    eprintln!("the surviving instance completed the checks in {took:?}; {} lookups in all", lookups(&mock).await);
+    b.stop().await;
+}
