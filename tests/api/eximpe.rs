@@ -2,13 +2,12 @@
 //! 127.0.0.1 that enforces the documented requests (method, exact path, auth headers, JSON body
 //! shape and value formats) and answers with the documented responses.
 
-mod common;
-
+use crate::common;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestApp, error_info, spawn_app_with};
+use crate::common::{TestApp, error_info, spawn_app_with};
 use paygate::config::EximpeAccount;
 use paygate::pb::{self, PaymentStatus};
 use paygate::providers::eximpe::Eximpe;

@@ -1,8 +1,6 @@
 //! Restarts, health, reflection and the database bootstrap.
 
-mod common;
-
-use common::{press, spawn_app, spawn_app_with};
+use crate::common::{press, spawn_app, spawn_app_with};
 use paygate::pb::PaymentStatus;
 
 #[tokio::test]

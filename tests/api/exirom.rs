@@ -2,15 +2,14 @@
 //! 127.0.0.1 that enforces the documented API (method, path, bearer token, body shape and value
 //! formats, the request checksum).
 
-mod common;
-
+use crate::common;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::common::{TestApp, error_info, spawn_app_with};
 use base64::Engine as _;
-use common::{TestApp, error_info, spawn_app_with};
 use hmac::{KeyInit, Mac};
 use paygate::config::{ExiromAccount, ExiromMethod};
 use paygate::pb::{self, PaymentStatus};

@@ -1,11 +1,9 @@
 //! Callbacks through the HTTP ingress and VerifyCallback: dedupe, forgery, staleness, amount
 //! tampering, unknown payments and the JSON bodies.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::{SANDBOX_SECRET, TestApp, error_info, sandbox_body, spawn_app, spawn_app_with};
+use crate::common::{SANDBOX_SECRET, TestApp, error_info, sandbox_body, spawn_app, spawn_app_with};
 use paygate::pb::{self, PaymentStatus};
 use paygate::providers::signature::sign_timestamped;
 

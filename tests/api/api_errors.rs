@@ -1,9 +1,7 @@
 //! Every error the API answers with for the sandbox, with its gRPC code and ErrorInfo; none of
 //! them changes anything.
 
-mod common;
-
-use common::{TestApp, error_info, spawn_app};
+use crate::common::{TestApp, error_info, spawn_app};
 use paygate::pb;
 use tonic::Code;
 

@@ -1,8 +1,7 @@
 //! The sandbox hosted checkout end to end: page, form, signed callback over the HTTP ingress.
 
-mod common;
-
-use common::{press, spawn_app, spawn_app_with};
+use crate::common;
+use crate::common::{press, spawn_app, spawn_app_with};
 use paygate::pb::{self, PaymentStatus};
 use wiremock::matchers::{method, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};

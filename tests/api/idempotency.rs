@@ -1,7 +1,6 @@
 //! Idempotent CreateCheckout: replay, key reuse, concurrency, and provider failures.
 
-mod common;
-
+use crate::common;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,8 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::common::{error_info, spawn_app, spawn_app_with};
 use chrono::{DateTime, Utc};
-use common::{error_info, spawn_app, spawn_app_with};
 use paygate::domain::{Payment, StatusReport};
 use paygate::pb::{self, PaymentStatus};
 use paygate::providers::{

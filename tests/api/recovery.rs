@@ -1,11 +1,10 @@
 //! Process-level recovery, black box: real `paygate` processes on real Postgres, stopped with
 //! SIGTERM (a rolling deploy) or SIGKILL (a crash), and the durable provider checks they leave.
 
-mod common;
-
+use crate::common;
 use std::time::{Duration, Instant};
 
-use common::{Process, spawn_app_with, spawn_process};
+use crate::common::{Process, spawn_app_with, spawn_process};
 use paygate::config::XpayAccount;
 use paygate::pb::{self, PaymentStatus};
 use serde_json::{Value, json};

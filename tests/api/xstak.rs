@@ -2,12 +2,11 @@
 //! XStak on 127.0.0.1 that enforces the documented API (method, path, auth headers, the request
 //! signature over the exact received bytes, body shape and the raw number format of `amount`).
 
-mod common;
-
+use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestApp, error_info, spawn_app_with};
+use crate::common::{TestApp, error_info, spawn_app_with};
 use paygate::config::XstakAccount;
 use paygate::pb::{self, PaymentStatus};
 use paygate::providers::signature::hmac_sha256_hex;

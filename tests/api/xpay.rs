@@ -1,12 +1,11 @@
 //! The XPay adapter end to end: gRPC and the HTTP ingress against a `wiremock` XPay on 127.0.0.1
 //! that enforces the documented API (method, path, headers, body shape and value formats).
 
-mod common;
-
+use crate::common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestApp, error_info, spawn_app_with};
+use crate::common::{TestApp, error_info, spawn_app_with};
 use paygate::config::XpayAccount;
 use paygate::pb::{self, PaymentStatus};
 use paygate::providers::signature::sign_timestamped;

@@ -20,16 +20,14 @@
 //! 127.0.0.1, and Chromium runs with background networking off, no proxy and a host resolver that
 //! refuses every name except localhost.
 
-mod common;
-
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::{TestApp, spawn_app};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use base64::Engine as _;
-use common::{TestApp, spawn_app};
 use futures::{SinkExt, StreamExt};
 use paygate::pb::{self, PaymentStatus};
 use serde_json::{Value, json};

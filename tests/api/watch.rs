@@ -1,11 +1,10 @@
 //! WatchPayments: exact, ordered, resumable streams across replicas, restarts and slow consumers.
 
-mod common;
-
+use crate::common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{SANDBOX_SECRET, TestApp, error_info, sandbox_body, spawn_app, spawn_app_with};
+use crate::common::{SANDBOX_SECRET, TestApp, error_info, sandbox_body, spawn_app, spawn_app_with};
 use paygate::pb::{self, PaymentStatus};
 use paygate::providers::signature::sign_timestamped;
 use tokio_stream::StreamExt;

@@ -3,13 +3,12 @@
 //! `X-BUSINESS-API-KEY` header, form or JSON body shape and value formats) and answers with the
 //! documented payment-request objects.
 
-mod common;
-
+use crate::common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestApp, error_info, spawn_app_with};
+use crate::common::{TestApp, error_info, spawn_app_with};
 use paygate::config::HitpayAccount;
 use paygate::pb::{self, PaymentStatus};
 use paygate::providers::hitpay::HitPay;

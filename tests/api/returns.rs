@@ -2,14 +2,13 @@
 //! checks queued (untrusted triggers deferred, never dropped), and nothing changed by an
 //! untrusted browser post.
 
-mod common;
-
+use crate::common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use crate::common::spawn_app_with;
 use chrono::{DateTime, Utc};
-use common::spawn_app_with;
 use paygate::domain::{Payment, PaymentStatus as Status, StatusReport};
 use paygate::pb::PaymentStatus;
 use paygate::providers::{

@@ -1,10 +1,8 @@
 //! Every allowed and disallowed status transition, driven by signed callbacks through VerifyCallback.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::{SANDBOX_SECRET, TestApp, sandbox_body, spawn_app};
+use crate::common::{SANDBOX_SECRET, TestApp, sandbox_body, spawn_app};
 use paygate::pb::{self, PaymentStatus};
 use paygate::providers::signature::sign_timestamped;
 

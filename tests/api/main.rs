@@ -1,0 +1,22 @@
+//! Black-box tests: the real server on ephemeral ports against a fresh Postgres database per
+//! test, providers mocked with wiremock on 127.0.0.1. One test binary (zero2prod style), one
+//! module per behaviour area.
+
+mod common;
+
+mod api_errors;
+mod browser;
+mod callbacks;
+mod cli;
+mod eximpe;
+mod exirom;
+mod hitpay;
+mod idempotency;
+mod lifecycle;
+mod recovery;
+mod returns;
+mod sandbox_flow;
+mod transitions;
+mod watch;
+mod xpay;
+mod xstak;
