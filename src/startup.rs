@@ -243,7 +243,7 @@ async fn build_registry(config: &Config, store: &Store, ctx: &ProviderContext) -
     if sandbox.enabled {
         for (name, account) in &sandbox.accounts {
             let secret = match &account.webhook_secret {
-                Some(secret) if !secret.is_empty() => secret.clone(),
+                Some(secret) if !secret.is_empty() => secret.expose().to_owned(),
                 _ => {
                     let mut bytes = [0u8; 32];
                     rand::rng().fill_bytes(&mut bytes);

@@ -2,12 +2,14 @@
 
 mod lenient;
 mod load;
+mod secret;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 pub use load::{ConfigError, load, load_from};
+pub use secret::{REDACTED, Secret};
 
 /// The whole service configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -211,7 +213,7 @@ impl<A> Default for ProviderSection<A> {
 pub struct SandboxAccount {
     /// Signs the page's callbacks; generated once and stored in Postgres when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
     #[serde(deserialize_with = "lenient::parse")]
     pub webhook_tolerance_secs: u64,
 }
@@ -228,8 +230,8 @@ impl Default for SandboxAccount {
 pub struct EximpeAccount {
     pub base_url: String,
     pub client_id: String,
-    pub client_secret: String,
-    pub callback_key: String,
+    pub client_secret: Secret,
+    pub callback_key: Secret,
     pub merchant_id: String,
     pub hs_code: String,
     #[serde(deserialize_with = "lenient::parse_opt", skip_serializing_if = "Option::is_none")]
@@ -250,8 +252,8 @@ impl EximpeAccount {
             &mut problems,
             &[
                 ("client_id", &self.client_id),
-                ("client_secret", &self.client_secret),
-                ("callback_key", &self.callback_key),
+                ("client_secret", self.client_secret.expose()),
+                ("callback_key", self.callback_key.expose()),
                 ("hs_code", &self.hs_code),
             ],
         );
@@ -271,9 +273,9 @@ impl EximpeAccount {
 pub struct XpayAccount {
     /// Empty: `https://api.xpay.app` (the same host for test and live keys).
     pub base_url: String,
-    pub secret_key: String,
-    #[serde(deserialize_with = "lenient::list")]
-    pub webhook_secrets: Vec<String>,
+    pub secret_key: Secret,
+    #[serde(deserialize_with = "lenient::list_of")]
+    pub webhook_secrets: Vec<Secret>,
     #[serde(deserialize_with = "lenient::parse_opt", skip_serializing_if = "Option::is_none")]
     pub webhook_tolerance_secs: Option<u64>,
     /// Top-level session field that carries the customer's email; empty: the email is not sent.
@@ -288,7 +290,7 @@ impl XpayAccount {
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         check_base_url(&mut problems, &self.base_url, Required::No);
-        if self.webhook_secrets.iter().any(String::is_empty) {
+        if self.webhook_secrets.iter().any(|s| s.expose().is_empty()) {
             problems.push("webhook_secrets: secrets must not be empty".to_owned());
         }
         if self.currencies.is_empty()
@@ -304,7 +306,7 @@ impl Default for XpayAccount {
     fn default() -> Self {
         Self {
             base_url: String::new(),
-            secret_key: String::new(),
+            secret_key: Secret::default(),
             webhook_secrets: Vec::new(),
             webhook_tolerance_secs: None,
             customer_email_field: String::new(),
@@ -320,9 +322,9 @@ pub struct HitpayAccount {
     /// API base ending in `/v1`, e.g. `https://api.sandbox.hit-pay.com/v1`; required.
     pub base_url: String,
     /// `X-BUSINESS-API-KEY`; required.
-    pub api_key: String,
+    pub api_key: Secret,
     /// The dashboard's webhook salt: HMAC-SHA256 key of the webhook `hmac`; required.
-    pub salt: String,
+    pub salt: Secret,
     /// Body encoding of the create call: `form` (empty = `form`, as the seed document says) or `json`.
     pub create_content_type: String,
 }
@@ -347,13 +349,13 @@ pub struct XstakAccount {
     /// `https://xstak-pay-stg.xstak.com`).
     pub base_url: String,
     /// `x-api-key` (the secret key from the XAP portal).
-    pub api_key: String,
+    pub api_key: Secret,
     /// `x-account-id`.
     pub account_id: String,
     /// `hmac_sc_api`: signs our requests (`x-signature`).
-    pub hmac_secret: String,
+    pub hmac_secret: Secret,
     /// The webhook HMAC secret.
-    pub webhook_secret: String,
+    pub webhook_secret: Secret,
     /// Header carrying the webhook signature (the document does not name it).
     pub webhook_signature_header: String,
     /// Status lookups via the undocumented `GET {base}/public/v1/payment/intent/{id}`.
@@ -370,10 +372,10 @@ impl Default for XstakAccount {
     fn default() -> Self {
         Self {
             base_url: String::new(),
-            api_key: String::new(),
+            api_key: Secret::default(),
             account_id: String::new(),
-            hmac_secret: String::new(),
-            webhook_secret: String::new(),
+            hmac_secret: Secret::default(),
+            webhook_secret: Secret::default(),
             webhook_signature_header: "x-signature".into(),
             status_lookup: false,
             amount_unit: "major".into(),
@@ -390,10 +392,10 @@ impl XstakAccount {
         check_set(
             &mut problems,
             &[
-                ("api_key", &self.api_key),
+                ("api_key", self.api_key.expose()),
                 ("account_id", &self.account_id),
-                ("hmac_secret", &self.hmac_secret),
-                ("webhook_secret", &self.webhook_secret),
+                ("hmac_secret", self.hmac_secret.expose()),
+                ("webhook_secret", self.webhook_secret.expose()),
             ],
         );
         if reqwest::header::HeaderName::from_bytes(self.webhook_signature_header.as_bytes()).is_err() {
@@ -414,8 +416,8 @@ impl XstakAccount {
 #[serde(deny_unknown_fields, default)]
 pub struct ExiromAccount {
     pub base_url: String,
-    pub merchant_key: String,
-    pub merchant_secret: String,
+    pub merchant_key: Secret,
+    pub merchant_secret: Secret,
     pub account_id: String,
     pub methods: BTreeMap<String, ExiromMethod>,
     /// How the callback checksum's amount is written, tried in order: `raw_token`, `2dp`, `minor`;
@@ -435,8 +437,8 @@ impl ExiromAccount {
         check_set(
             &mut problems,
             &[
-                ("merchant_key", &self.merchant_key),
-                ("merchant_secret", &self.merchant_secret),
+                ("merchant_key", self.merchant_key.expose()),
+                ("merchant_secret", self.merchant_secret.expose()),
                 ("account_id", &self.account_id),
             ],
         );
@@ -470,20 +472,6 @@ pub struct ExiromMethod {
     pub payment_method: String,
     pub payment_type: String,
 }
-
-/// Keys whose values are secrets: redacted by `check-config`, never logged.
-pub const SECRET_KEYS: &[&str] = &[
-    "webhook_secret",
-    "webhook_secrets",
-    "client_secret",
-    "callback_key",
-    "secret_key",
-    "api_key",
-    "salt",
-    "hmac_secret",
-    "merchant_key",
-    "merchant_secret",
-];
 
 impl Config {
     /// Checks what types alone cannot: addresses, account names.
@@ -604,7 +592,7 @@ fn check_base_url(problems: &mut Vec<String>, url: &str, required: Required) {
 }
 
 /// `<key>: must be set` for each blank value (never the value itself: most are secrets).
-fn check_set(problems: &mut Vec<String>, fields: &[(&str, &String)]) {
+fn check_set(problems: &mut Vec<String>, fields: &[(&str, &str)]) {
     for (key, value) in fields {
         if value.trim().is_empty() {
             problems.push(format!("{key}: must be set"));
@@ -621,13 +609,8 @@ fn redact(value: &mut serde_json::Value) {
     use serde_json::Value;
     if let Value::Object(map) = value {
         for (k, v) in map.iter_mut() {
-            if SECRET_KEYS.contains(&k.as_str()) {
-                *v = match v {
-                    Value::Array(items) => Value::Array(items.iter().map(|_| Value::from("<redacted>")).collect()),
-                    Value::String(s) if s.is_empty() => Value::from(""),
-                    _ => Value::from("<redacted>"),
-                };
-            } else if k == "url" {
+            // Secrets serialize as `<redacted>` themselves; URLs may carry a password.
+            if k == "url" {
                 if let Value::String(s) = v {
                     *s = redact_url_password(s);
                 }

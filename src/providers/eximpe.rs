@@ -20,7 +20,7 @@ use super::{
     CallbackError, CallbackTransport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext,
     ProviderError, RawCallback, VerifiedCallback, http,
 };
-use crate::config::EximpeAccount;
+use crate::config::{EximpeAccount, Secret};
 use crate::domain::{NewCheckout, Payment, StatusReport, ValidationError};
 
 /// Provider name in the API and URLs.
@@ -70,7 +70,7 @@ pub struct Eximpe {
     base_url: String,
     /// `X-Client-ID`, `X-Client-Secret` and, when configured, `X-Merchant-ID` / `X-API-Version`.
     auth: HeaderMap,
-    callback_key: String,
+    callback_key: Secret,
     hs_code: String,
     session_ttl: Duration,
     sdk_mode: SdkMode,
@@ -107,10 +107,10 @@ impl Eximpe {
         })?;
         let mut auth = HeaderMap::new();
         for (header_name, value, key) in [
-            ("x-client-id", &account.client_id, "client_id"),
-            ("x-client-secret", &account.client_secret, "client_secret"),
-            ("x-merchant-id", &account.merchant_id, "merchant_id"),
-            ("x-api-version", &account.api_version, "api_version"),
+            ("x-client-id", account.client_id.as_str(), "client_id"),
+            ("x-client-secret", account.client_secret.expose(), "client_secret"),
+            ("x-merchant-id", account.merchant_id.as_str(), "merchant_id"),
+            ("x-api-version", account.api_version.as_str(), "api_version"),
         ] {
             if !value.is_empty() {
                 let (n, v) = header(header_name, value, key)?;
@@ -160,7 +160,7 @@ impl Eximpe {
 
     /// The HMAC-SHA256 of a callback form's signed message under `callback_key`.
     fn expected_hash(&self, form: &CallbackForm) -> [u8; 32] {
-        hmac_sha256(self.callback_key.as_bytes(), form.signed_message().as_bytes())
+        hmac_sha256(self.callback_key.expose().as_bytes(), form.signed_message().as_bytes())
     }
 }
 

@@ -32,7 +32,7 @@ use super::{
     CallbackError, CallbackReport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext,
     ProviderError, RawCallback, VerifiedCallback, http,
 };
-use crate::config::ExiromAccount;
+use crate::config::{ExiromAccount, Secret};
 use crate::domain::{Currency, NewCheckout, Payment, PaymentId, PaymentStatus, StatusReport, ValidationError};
 
 /// Provider name in the API and in URLs.
@@ -57,8 +57,8 @@ struct CachedToken {
 pub struct Exirom {
     account: String,
     base_url: String,
-    merchant_key: String,
-    merchant_secret: String,
+    merchant_key: Secret,
+    merchant_secret: Secret,
     account_id: String,
     methods: std::collections::BTreeMap<String, ApmPayload>,
     amount_formats: Vec<AmountFormat>,
@@ -146,7 +146,7 @@ impl Exirom {
 
     /// Base64 HMAC-SHA256 under `merchant_secret`.
     fn checksum(&self, text: &str) -> String {
-        transformers::encode_checksum(&hmac_sha256(self.merchant_secret.as_bytes(), text.as_bytes()))
+        transformers::encode_checksum(&hmac_sha256(self.merchant_secret.expose().as_bytes(), text.as_bytes()))
     }
 
     /// The APM payload for the request's first payment method.
@@ -160,7 +160,8 @@ impl Exirom {
         if let Some(t) = cached.as_ref().filter(|t| Instant::now() < t.renew_at) {
             return Ok(t.value.clone());
         }
-        let body = AuthRequest { merchant_key: &self.merchant_key, merchant_secret: &self.merchant_secret };
+        let body =
+            AuthRequest { merchant_key: self.merchant_key.expose(), merchant_secret: self.merchant_secret.expose() };
         let request = self.ctx.client.post(self.url("/v1/auth")).header(ACCEPT, "application/json").json(&body);
         // Whatever the auth endpoint refuses is our configuration, not the payment: never a
         // definitive rejection that would fail the payment.
@@ -210,7 +211,7 @@ impl Exirom {
         let received = transformers::decode_checksum(header).ok_or(CallbackError::SignatureInvalid)?;
         for format in &self.amount_formats {
             let Some(text) = info.callback_signed_text(*format) else { continue };
-            let expected = hmac_sha256(self.merchant_secret.as_bytes(), text.as_bytes());
+            let expected = hmac_sha256(self.merchant_secret.expose().as_bytes(), text.as_bytes());
             if received.len() == expected.len() && bool::from(received.ct_eq(&expected)) {
                 return Ok(*format);
             }
@@ -593,8 +594,8 @@ mod tests {
         assert!(!text.contains(SECRET) && !text.contains("mk_unit"), "{text}");
         let ctx = ProviderContext { public_base_url: "https://pg.example".into(), client: reqwest::Client::new() };
         for (bad, key) in [
-            (ExiromAccount { merchant_secret: String::new(), ..account("http://x") }, "merchant_secret"),
-            (ExiromAccount { merchant_key: String::new(), ..account("http://x") }, "merchant_key"),
+            (ExiromAccount { merchant_secret: Secret::default(), ..account("http://x") }, "merchant_secret"),
+            (ExiromAccount { merchant_key: Secret::default(), ..account("http://x") }, "merchant_key"),
             (ExiromAccount { account_id: String::new(), ..account("http://x") }, "account_id"),
             (ExiromAccount { methods: BTreeMap::new(), ..account("http://x") }, "methods"),
             (

@@ -25,7 +25,7 @@ use super::{
     CallbackError, CallbackReport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext,
     ProviderError, RawCallback, VerifiedCallback, http,
 };
-use crate::config::HitpayAccount;
+use crate::config::{HitpayAccount, Secret};
 use crate::domain::{NewCheckout, Payment, StatusReport, ValidationError};
 
 /// Provider name in the API and in URLs.
@@ -40,7 +40,7 @@ pub struct HitPay {
     /// `…/v1`, no trailing `/`.
     base_url: String,
     api_key: HeaderValue,
-    salt: String,
+    salt: Secret,
     content_type: ContentType,
     ctx: ProviderContext,
 }
@@ -75,7 +75,7 @@ impl HitPay {
         if config.api_key.is_empty() {
             bail!("{}: must be set", key("api_key"));
         }
-        let mut api_key = HeaderValue::from_str(&config.api_key)
+        let mut api_key = HeaderValue::from_str(config.api_key.expose())
             .map_err(|_| anyhow::anyhow!("{}: not a valid HTTP header value", key("api_key")))?;
         api_key.set_sensitive(true);
         if config.salt.is_empty() {
@@ -117,7 +117,7 @@ impl HitPay {
 
     /// The HMAC-SHA256 of a webhook form's signed text under the salt.
     fn expected_hmac(&self, form: &WebhookForm) -> [u8; 32] {
-        hmac_sha256(self.salt.as_bytes(), form.signed_message().as_bytes())
+        hmac_sha256(self.salt.expose().as_bytes(), form.signed_message().as_bytes())
     }
 }
 
@@ -382,9 +382,9 @@ mod tests {
         assert!(!text.contains("hp_key_unit") && !text.contains(SALT), "{text}");
         assert_eq!(h.base_url, "http://x/v1");
         for (bad, key) in [
-            (HitpayAccount { api_key: String::new(), ..account("http://x/v1") }, "api_key"),
+            (HitpayAccount { api_key: Secret::default(), ..account("http://x/v1") }, "api_key"),
             (HitpayAccount { api_key: "bad\nkey".into(), ..account("http://x/v1") }, "api_key"),
-            (HitpayAccount { salt: String::new(), ..account("http://x/v1") }, "salt"),
+            (HitpayAccount { salt: Secret::default(), ..account("http://x/v1") }, "salt"),
             (HitpayAccount { create_content_type: "xml".into(), ..account("http://x/v1") }, "create_content_type"),
             (account(""), "base_url"),
             (account("ftp://x/v1"), "base_url"),

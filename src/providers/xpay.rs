@@ -24,7 +24,7 @@ use super::{
     CallbackError, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext, ProviderError, RawCallback,
     VerifiedCallback,
 };
-use crate::config::XpayAccount;
+use crate::config::{Secret, XpayAccount};
 use crate::domain::money::Currency;
 use crate::domain::{NewCheckout, Payment, StatusReport, ValidationError};
 
@@ -44,8 +44,8 @@ pub const DEFAULT_TOLERANCE_SECS: u64 = 300;
 pub struct XPay {
     account: String,
     base_url: String,
-    secret_key: String,
-    webhook_secrets: Vec<String>,
+    secret_key: Secret,
+    webhook_secrets: Vec<Secret>,
     tolerance_secs: u64,
     customer_email_field: String,
     currencies: Vec<Currency>,
@@ -88,7 +88,7 @@ impl XPay {
         if config.secret_key.is_empty() {
             bail!("{}: must be set", key("secret_key"));
         }
-        if config.webhook_secrets.is_empty() || config.webhook_secrets.iter().any(String::is_empty) {
+        if config.webhook_secrets.is_empty() || config.webhook_secrets.iter().any(Secret::is_empty) {
             bail!("{}: at least one non-empty secret is required", key("webhook_secrets"));
         }
         let currencies = config
@@ -124,12 +124,12 @@ impl XPay {
     }
 
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        request.header(AUTHORIZATION, format!("Bearer {}", self.secret_key))
+        request.header(AUTHORIZATION, format!("Bearer {}", self.secret_key.expose()))
     }
 
     /// Rejects a session whose id says another mode than our key (`sk_test_*` → `cs_test_*`).
     fn check_mode(&self, session_id: &str) -> Result<(), ProviderError> {
-        let key_mode = mode_of(&self.secret_key, "sk_test_", "sk_live_");
+        let key_mode = mode_of(self.secret_key.expose(), "sk_test_", "sk_live_");
         let session_mode = mode_of(session_id, "cs_test_", "cs_live_");
         match (key_mode, session_mode) {
             (Some(k), Some(s)) if k != s => {
@@ -213,7 +213,7 @@ impl Provider for XPay {
     fn verify_callback(&self, raw: &RawCallback, now: DateTime<Utc>) -> Result<VerifiedCallback, CallbackError> {
         let header = raw.header(SIGNATURE_HEADER).ok_or(CallbackError::SignatureInvalid)?;
         let signature = parse_timestamped(header)?;
-        let secrets: Vec<&[u8]> = self.webhook_secrets.iter().map(String::as_bytes).collect();
+        let secrets: Vec<&[u8]> = self.webhook_secrets.iter().map(|s| s.expose().as_bytes()).collect();
         signature.verify(&secrets, &raw.body, now, self.tolerance_secs)?;
         let event = transformers::parse_event(&raw.body)?;
         Ok(VerifiedCallback {
@@ -404,7 +404,7 @@ mod tests {
         assert!(!text.contains("sk_test_unit") && !text.contains("whsec_"), "{text}");
         assert_eq!(x.base_url, "http://x");
         for (bad, key) in [
-            (XpayAccount { secret_key: String::new(), ..account("http://x") }, "secret_key"),
+            (XpayAccount { secret_key: Secret::default(), ..account("http://x") }, "secret_key"),
             (XpayAccount { webhook_secrets: vec![], ..account("http://x") }, "webhook_secrets"),
             (XpayAccount { currencies: vec!["egp".into()], ..account("http://x") }, "currencies"),
             (XpayAccount { currencies: vec![], ..account("http://x") }, "currencies"),

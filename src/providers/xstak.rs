@@ -26,7 +26,7 @@ use super::{
     CallbackError, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext, ProviderError, RawCallback,
     VerifiedCallback, http,
 };
-use crate::config::XstakAccount;
+use crate::config::{Secret, XstakAccount};
 use crate::domain::{NewCheckout, Payment, StatusReport, ValidationError};
 
 /// Provider name in the API and in URLs.
@@ -48,8 +48,8 @@ pub struct Xstak {
     base_url: String,
     /// `x-api-key` and `x-account-id`, marked sensitive.
     auth: HeaderMap,
-    hmac_secret: String,
-    webhook_secret: String,
+    hmac_secret: Secret,
+    webhook_secret: Secret,
     signature_header: String,
     status_lookup: bool,
     unit: AmountUnit,
@@ -86,9 +86,10 @@ impl Xstak {
         }
         let base_url = if config.base_url.is_empty() { DEFAULT_BASE_URL } else { config.base_url.as_str() };
         let mut auth = HeaderMap::new();
-        for (header, value, k) in
-            [("x-api-key", &config.api_key, "api_key"), ("x-account-id", &config.account_id, "account_id")]
-        {
+        for (header, value, k) in [
+            ("x-api-key", config.api_key.expose(), "api_key"),
+            ("x-account-id", config.account_id.as_str(), "account_id"),
+        ] {
             let mut value = HeaderValue::from_str(value)
                 .map_err(|_| anyhow::anyhow!("{}: not a valid HTTP header value", key(k)))?;
             value.set_sensitive(true);
@@ -122,7 +123,7 @@ impl Xstak {
 
     /// A request carrying `body` exactly, with the auth headers and `x-signature` over those bytes.
     fn signed(&self, method: reqwest::Method, url: String, body: Vec<u8>) -> reqwest::RequestBuilder {
-        let mut signature = HeaderValue::from_str(&hmac_sha256_hex(self.hmac_secret.as_bytes(), &body))
+        let mut signature = HeaderValue::from_str(&hmac_sha256_hex(self.hmac_secret.expose().as_bytes(), &body))
             .unwrap_or_else(|_| HeaderValue::from_static(""));
         signature.set_sensitive(true);
         let request = self
@@ -211,7 +212,7 @@ impl Provider for Xstak {
         // No timestamp is signed: there is no window; the dedupe key and the state machine
         // handle replays.
         let signature = raw.header(&self.signature_header).ok_or(CallbackError::SignatureInvalid)?;
-        if !hex_matches(&hmac_sha256(self.webhook_secret.as_bytes(), &raw.body), signature) {
+        if !hex_matches(&hmac_sha256(self.webhook_secret.expose().as_bytes(), &raw.body), signature) {
             return Err(CallbackError::SignatureInvalid);
         }
         let hook = transformers::parse_webhook(&raw.body, self.unit)?;
@@ -407,10 +408,10 @@ mod tests {
         assert_eq!(xstak(&account("")).base_url, DEFAULT_BASE_URL);
         assert_eq!(XstakAccount::default().webhook_signature_header, "x-signature");
         for (bad, key) in [
-            (XstakAccount { api_key: String::new(), ..account("http://x") }, "api_key"),
+            (XstakAccount { api_key: Secret::default(), ..account("http://x") }, "api_key"),
             (XstakAccount { account_id: String::new(), ..account("http://x") }, "account_id"),
-            (XstakAccount { hmac_secret: String::new(), ..account("http://x") }, "hmac_secret"),
-            (XstakAccount { webhook_secret: String::new(), ..account("http://x") }, "webhook_secret"),
+            (XstakAccount { hmac_secret: Secret::default(), ..account("http://x") }, "hmac_secret"),
+            (XstakAccount { webhook_secret: Secret::default(), ..account("http://x") }, "webhook_secret"),
             (
                 XstakAccount { webhook_signature_header: "bad header".into(), ..account("http://x") },
                 "webhook_signature_header",

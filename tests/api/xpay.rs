@@ -776,7 +776,7 @@ fn config_checks_xpay_value_formats_without_leaking_secrets() {
         XpayAccount {
             base_url: "ftp://api.xpay.app".into(),
             secret_key: SECRET_KEY.into(),
-            webhook_secrets: vec![SECRET.into(), String::new()],
+            webhook_secrets: vec![SECRET.into(), Default::default()],
             currencies: vec!["EGP".into(), "egp".into()],
             ..Default::default()
         },
