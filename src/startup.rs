@@ -10,17 +10,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::config::{EventsConfig, ProviderSection};
+use crate::config::{EventsConfig, Secret};
 use crate::gateway::{Gateway, run_check_worker};
 use crate::grpc::PaymentApi;
 use crate::http::{HttpState, router};
 use crate::pb::payment_service_server::PaymentServiceServer;
-use crate::providers::eximpe::Eximpe;
-use crate::providers::exirom::Exirom;
-use crate::providers::hitpay::HitPay;
-use crate::providers::sandbox::Sandbox;
-use crate::providers::xpay::XPay;
-use crate::providers::xstak::Xstak;
 use crate::providers::{Provider, ProviderContext, Registry};
 use crate::store::{Store, settings};
 use crate::watch::Hub;
@@ -234,61 +228,30 @@ pub fn public_base_url(configured: &str, bound: SocketAddr) -> String {
     format!("http://{host}:{}", bound.port())
 }
 
-/// Builds the registry of enabled provider accounts. Sandbox secrets that are not configured are
-/// generated once and kept in Postgres, so every replica and restart signs with the same one.
+/// Builds the registry of enabled provider accounts from the provider list. Sandbox secrets
+/// that are not configured are generated once and kept in Postgres (so every replica and restart
+/// signs with the same one) and handed to the sandbox through its account.
 async fn build_registry(config: &Config, store: &Store, ctx: &ProviderContext) -> anyhow::Result<Registry> {
-    let public_base_url = ctx.public_base_url.as_str();
-    let mut registry = Registry::new();
-    let sandbox = &config.providers.sandbox;
-    if sandbox.enabled {
-        for (name, account) in &sandbox.accounts {
-            let secret = match &account.webhook_secret {
-                Some(secret) if !secret.is_empty() => secret.expose().to_owned(),
-                _ => {
-                    let mut bytes = [0u8; 32];
-                    rand::rng().fill_bytes(&mut bytes);
-                    let candidate = format!("whsec_{}", hex::encode(bytes));
-                    let mut conn = store.pool().acquire().await?;
-                    let key = format!("sandbox.webhook_secret.{name}");
-                    let secret = settings::get_or_insert(&mut conn, &key, &candidate).await?;
-                    let origin = if secret == candidate { "generated and stored" } else { "loaded from the database" };
-                    tracing::info!(account = %name, "sandbox webhook secret {origin}");
-                    secret
-                }
-            };
-            registry.add_sandbox(Sandbox::new(
-                name.clone(),
-                secret,
-                account.webhook_tolerance_secs,
-                public_base_url.to_owned(),
-            ));
+    let mut providers = config.providers.clone();
+    if providers.sandbox.enabled {
+        for (name, account) in &mut providers.sandbox.accounts {
+            if account.webhook_secret.as_ref().is_some_and(|s| !s.is_empty()) {
+                continue;
+            }
+            let mut bytes = [0u8; 32];
+            rand::rng().fill_bytes(&mut bytes);
+            let candidate = format!("whsec_{}", hex::encode(bytes));
+            let mut conn = store.pool().acquire().await?;
+            let key = format!("sandbox.webhook_secret.{name}");
+            let secret = settings::get_or_insert(&mut conn, &key, &candidate).await?;
+            let origin = if secret == candidate { "generated and stored" } else { "loaded from the database" };
+            tracing::info!(account = %name, "sandbox webhook secret {origin}");
+            account.webhook_secret = Some(Secret::new(secret));
         }
     }
-    // One line per real provider adapter:
-    // add_accounts(&mut registry, &config.providers.<name>, |name, account| <Adapter>::new(name, account, ctx))?;
-    add_accounts(&mut registry, &config.providers.eximpe, |name, account| Eximpe::new(name, account, ctx))?;
-    add_accounts(&mut registry, &config.providers.xpay, |name, account| XPay::new(name, account, ctx))?;
-    add_accounts(&mut registry, &config.providers.xstak, |name, account| Xstak::new(name, account, ctx))?;
-    add_accounts(&mut registry, &config.providers.exirom, |name, account| Exirom::new(name, account, ctx))?;
-    add_accounts(&mut registry, &config.providers.hitpay, |name, account| HitPay::new(name, account, ctx))?;
+    let mut registry = Registry::new();
+    providers.register_all(&mut registry, ctx)?;
     Ok(registry)
-}
-
-/// Registers every account of an enabled provider section, built by `build`.
-#[allow(dead_code)] // used as each adapter lands
-fn add_accounts<A, P: Provider + 'static>(
-    registry: &mut Registry,
-    section: &ProviderSection<A>,
-    build: impl Fn(&str, &A) -> anyhow::Result<P>,
-) -> anyhow::Result<()> {
-    if !section.enabled {
-        return Ok(());
-    }
-    for (name, account) in &section.accounts {
-        let provider = build(name, account)?;
-        registry.add(std::sync::Arc::new(provider));
-    }
-    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

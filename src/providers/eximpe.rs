@@ -4,7 +4,10 @@
 //! URLs, headers and which flow calls what live here; the wire format is in
 //! [`transformers`].
 
+mod config;
 pub mod transformers;
+
+pub use config::EximpeAccount;
 
 use std::time::Duration;
 
@@ -20,7 +23,7 @@ use super::{
     CallbackError, CallbackTransport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext,
     ProviderError, RawCallback, VerifiedCallback, http,
 };
-use crate::config::{EximpeAccount, Secret};
+use crate::config::Secret;
 use crate::domain::{NewCheckout, Payment, StatusReport, ValidationError};
 
 /// Provider name in the API and URLs.
@@ -287,6 +290,25 @@ impl Provider for Eximpe {
 
     fn callback_transport(&self) -> CallbackTransport {
         CallbackTransport::Browser
+    }
+}
+
+impl super::ProviderModule for Eximpe {
+    const NAME: &'static str = NAME;
+    type Account = EximpeAccount;
+
+    fn problems(account: &EximpeAccount) -> Vec<String> {
+        account.problems()
+    }
+
+    fn register(
+        registry: &mut super::Registry,
+        name: &str,
+        account: &EximpeAccount,
+        ctx: &ProviderContext,
+    ) -> anyhow::Result<()> {
+        registry.add(std::sync::Arc::new(Self::new(name, account, ctx)?));
+        Ok(())
     }
 }
 

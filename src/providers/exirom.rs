@@ -13,7 +13,10 @@
 //! This file holds URLs, headers, the token cache and which flow calls what; the wire format is
 //! in [`transformers`].
 
+mod config;
 pub mod transformers;
+
+pub use config::{ExiromAccount, ExiromMethod};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +35,7 @@ use super::{
     CallbackError, CallbackReport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext,
     ProviderError, RawCallback, VerifiedCallback, http,
 };
-use crate::config::{ExiromAccount, Secret};
+use crate::config::Secret;
 use crate::domain::{Currency, NewCheckout, Payment, PaymentId, PaymentStatus, StatusReport, ValidationError};
 
 /// Provider name in the API and in URLs.
@@ -419,12 +422,30 @@ impl Provider for Exirom {
     }
 }
 
+impl super::ProviderModule for Exirom {
+    const NAME: &'static str = NAME;
+    type Account = ExiromAccount;
+
+    fn problems(account: &ExiromAccount) -> Vec<String> {
+        account.problems()
+    }
+
+    fn register(
+        registry: &mut super::Registry,
+        name: &str,
+        account: &ExiromAccount,
+        ctx: &ProviderContext,
+    ) -> anyhow::Result<()> {
+        registry.add(std::sync::Arc::new(Self::new(name, account, ctx)?));
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::config::ExiromMethod;
     use crate::domain::checkout::CheckoutInput;
 
     const SECRET: &str = "merchant_secret_test";

@@ -10,7 +10,10 @@
 //! HitPay documents no idempotency header: our payment id is the request's `reference_number`, and
 //! the gateway's idempotency keys guard retries.
 
+mod config;
 pub mod transformers;
+
+pub use config::HitpayAccount;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
@@ -25,7 +28,7 @@ use super::{
     CallbackError, CallbackReport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext,
     ProviderError, RawCallback, VerifiedCallback, http,
 };
-use crate::config::{HitpayAccount, Secret};
+use crate::config::Secret;
 use crate::domain::{NewCheckout, Payment, StatusReport, ValidationError};
 
 /// Provider name in the API and in URLs.
@@ -224,6 +227,25 @@ impl Provider for HitPay {
         if refused {
             return Err(unexpected("success: false"));
         }
+        Ok(())
+    }
+}
+
+impl super::ProviderModule for HitPay {
+    const NAME: &'static str = NAME;
+    type Account = HitpayAccount;
+
+    fn problems(account: &HitpayAccount) -> Vec<String> {
+        account.problems()
+    }
+
+    fn register(
+        registry: &mut super::Registry,
+        name: &str,
+        account: &HitpayAccount,
+        ctx: &ProviderContext,
+    ) -> anyhow::Result<()> {
+        registry.add(std::sync::Arc::new(Self::new(name, account, ctx)?));
         Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! Adapters never touch the database: they turn our requests into the provider's wire format and
 //! the provider's callbacks into verified [`StatusReport`]s.
 
+pub(crate) mod account;
 pub mod eximpe;
 pub mod exirom;
 pub mod hitpay;
@@ -18,6 +19,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{NewCheckout, Payment, StatusReport, ValidationError};
 
+pub use crate::config::ProviderSection;
 pub use registry::Registry;
 
 /// What every adapter gets from the application when it is built.
@@ -41,8 +43,121 @@ impl ProviderContext {
     }
 }
 
-/// Names of every provider the API knows, built or not.
-pub const KNOWN_PROVIDERS: [&str; 6] = ["sandbox", "eximpe", "xpay", "hitpay", "xstak", "exirom"];
+/// One provider as the application knows it: its name, its account configuration and how a
+/// configured account becomes an adapter. Each provider module implements it once; the list in
+/// [`provider_list!`] below is the only other place a provider is named.
+pub trait ProviderModule {
+    /// Name in the API, in callback URLs and in configuration (`providers.<NAME>`).
+    const NAME: &'static str;
+    /// One account's configuration (`providers.<NAME>.accounts.<name>`).
+    type Account: serde::Serialize + serde::de::DeserializeOwned + Default + Clone + std::fmt::Debug;
+
+    /// The section's default (enabled, no accounts).
+    fn default_section() -> ProviderSection<Self::Account> {
+        ProviderSection::default()
+    }
+
+    /// Everything that makes `account` unusable, each as `key: reason` (never a value). Both
+    /// `check-config` and startup use it, so they refuse the same accounts.
+    fn problems(account: &Self::Account) -> Vec<String>;
+
+    /// Builds the adapter of a valid account and adds it to `registry`.
+    fn register(
+        registry: &mut Registry,
+        name: &str,
+        account: &Self::Account,
+        ctx: &ProviderContext,
+    ) -> anyhow::Result<()>;
+}
+
+/// Declares the providers: the configuration sections, [`KNOWN_PROVIDERS`] and the registry
+/// all follow from this one list. The field name is the provider's [`ProviderModule::NAME`].
+macro_rules! provider_list {
+    ($($name:ident => $module:ty),+ $(,)?) => {
+        /// Names of every provider of the list.
+        pub const KNOWN_PROVIDERS: &[&str] = &[$(stringify!($name)),+];
+
+        /// `[providers.<name>]`: one section per provider of the list (unknown keys are errors).
+        #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct ProvidersConfig {
+            $(pub $name: ProviderSection<<$module as ProviderModule>::Account>,)+
+        }
+
+        impl Default for ProvidersConfig {
+            fn default() -> Self {
+                Self { $($name: <$module as ProviderModule>::default_section(),)+ }
+            }
+        }
+
+        impl ProvidersConfig {
+            /// Each provider's name and configured account names.
+            pub fn account_names(&self) -> Vec<(&'static str, Vec<String>)> {
+                vec![$((stringify!($name), self.$name.accounts.keys().cloned().collect()),)+]
+            }
+
+            /// Problems of every account of every enabled provider, each as
+            /// `providers.<provider>.accounts.<name>.<key>: reason`.
+            pub fn problems(&self) -> Vec<String> {
+                let mut out = Vec::new();
+                $(out.extend(section_problems::<$module>(stringify!($name), &self.$name));)+
+                out
+            }
+
+            /// Registers every account of every enabled provider.
+            pub fn register_all(&self, registry: &mut Registry, ctx: &ProviderContext) -> anyhow::Result<()> {
+                $(register_section::<$module>(&self.$name, registry, ctx)?;)+
+                Ok(())
+            }
+        }
+
+        #[cfg(test)]
+        #[test]
+        fn list_names_are_the_modules_names() {
+            $(assert_eq!(stringify!($name), <$module as ProviderModule>::NAME);)+
+        }
+    };
+}
+
+provider_list! {
+    sandbox => sandbox::Sandbox,
+    eximpe => eximpe::Eximpe,
+    xpay => xpay::XPay,
+    hitpay => hitpay::HitPay,
+    xstak => xstak::Xstak,
+    exirom => exirom::Exirom,
+}
+
+fn section_problems<M: ProviderModule>(provider: &str, section: &ProviderSection<M::Account>) -> Vec<String> {
+    if !section.enabled {
+        return Vec::new();
+    }
+    section
+        .accounts
+        .iter()
+        .flat_map(|(name, account)| {
+            M::problems(account).into_iter().map(move |p| format!("providers.{provider}.accounts.{name}.{p}"))
+        })
+        .collect()
+}
+
+fn register_section<M: ProviderModule>(
+    section: &ProviderSection<M::Account>,
+    registry: &mut Registry,
+    ctx: &ProviderContext,
+) -> anyhow::Result<()> {
+    if !section.enabled {
+        return Ok(());
+    }
+    for (name, account) in &section.accounts {
+        let problems = M::problems(account);
+        if !problems.is_empty() {
+            anyhow::bail!("providers.{}.accounts.{name}: {}", M::NAME, problems.join("; "));
+        }
+        M::register(registry, name, account, ctx)?;
+    }
+    Ok(())
+}
 
 /// What an adapter needs to open a checkout.
 #[derive(Debug, Clone, Copy)]

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::Provider;
 use super::sandbox::Sandbox;
-use super::{KNOWN_PROVIDERS, Provider};
 
 /// Why a (provider, account) pair could not be resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -19,7 +19,7 @@ pub enum LookupError {
 /// Every usable (provider, account).
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
-    providers: HashMap<&'static str, HashMap<String, Arc<dyn Provider>>>,
+    providers: HashMap<String, HashMap<String, Arc<dyn Provider>>>,
     sandboxes: HashMap<String, Arc<Sandbox>>,
 }
 
@@ -36,9 +36,10 @@ impl Registry {
         self.add(sandbox);
     }
 
-    /// Adds an account of any provider.
+    /// Adds an account of any provider, of the list or an embedder's own: it resolves by its
+    /// [`Provider::name`].
     pub fn add(&mut self, provider: Arc<dyn Provider>) {
-        let name = KNOWN_PROVIDERS.iter().copied().find(|n| *n == provider.name()).unwrap_or("unknown");
+        let name = provider.name().to_owned();
         self.providers.entry(name).or_default().insert(provider.account().to_owned(), provider);
     }
 

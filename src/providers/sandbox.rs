@@ -1,6 +1,10 @@
 //! The built-in sandbox provider: a hosted checkout served by paygate itself, whose page plays
 //! the provider and sends signed server-to-server callbacks, so the whole flow runs offline.
 
+mod config;
+
+pub use config::SandboxAccount;
+
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -171,6 +175,44 @@ impl Provider for Sandbox {
                 ..Default::default()
             }),
         })
+    }
+}
+
+impl super::ProviderModule for Sandbox {
+    const NAME: &'static str = "sandbox";
+    type Account = SandboxAccount;
+
+    /// Enabled, with the `default` account.
+    fn default_section() -> super::ProviderSection<SandboxAccount> {
+        let mut section = super::ProviderSection::default();
+        section.accounts.insert("default".into(), SandboxAccount::default());
+        section
+    }
+
+    fn problems(account: &SandboxAccount) -> Vec<String> {
+        account.problems()
+    }
+
+    /// The webhook secret is the configured one, or the one generated and stored at startup
+    /// (handed in through the account: adapters never touch the database).
+    fn register(
+        registry: &mut super::Registry,
+        name: &str,
+        account: &SandboxAccount,
+        ctx: &super::ProviderContext,
+    ) -> anyhow::Result<()> {
+        let secret = account
+            .webhook_secret
+            .as_ref()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("providers.sandbox.accounts.{name}.webhook_secret: not resolved"))?;
+        registry.add_sandbox(Sandbox::new(
+            name.to_owned(),
+            secret.expose().to_owned(),
+            account.webhook_tolerance_secs,
+            ctx.public_base_url.clone(),
+        ));
+        Ok(())
     }
 }
 

@@ -9,7 +9,10 @@
 //! [`transformers`]. No idempotency header is documented, so none is sent: our payment id in
 //! `metadata.paygate_payment_id` and the gateway's idempotency keys guard retries.
 
+mod config;
 pub mod transformers;
+
+pub use config::XpayAccount;
 
 use std::time::Duration;
 
@@ -24,7 +27,7 @@ use super::{
     CallbackError, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext, ProviderError, RawCallback,
     VerifiedCallback,
 };
-use crate::config::{Secret, XpayAccount};
+use crate::config::Secret;
 use crate::domain::money::Currency;
 use crate::domain::{NewCheckout, Payment, StatusReport, ValidationError};
 
@@ -236,6 +239,25 @@ impl Provider for XPay {
             .header(CONTENT_TYPE, "application/json")
             .body("{}");
         http::send(request, error_code).await?;
+        Ok(())
+    }
+}
+
+impl super::ProviderModule for XPay {
+    const NAME: &'static str = NAME;
+    type Account = XpayAccount;
+
+    fn problems(account: &XpayAccount) -> Vec<String> {
+        account.problems()
+    }
+
+    fn register(
+        registry: &mut super::Registry,
+        name: &str,
+        account: &XpayAccount,
+        ctx: &ProviderContext,
+    ) -> anyhow::Result<()> {
+        registry.add(std::sync::Arc::new(Self::new(name, account, ctx)?));
         Ok(())
     }
 }

@@ -12,7 +12,10 @@
 //! [`transformers`]. No idempotency header is documented: our payment id in
 //! `metadata.order_reference` and the gateway's idempotency keys guard retries.
 
+mod config;
 pub mod transformers;
+
+pub use config::XstakAccount;
 
 use std::time::Duration;
 
@@ -26,7 +29,7 @@ use super::{
     CallbackError, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext, ProviderError, RawCallback,
     VerifiedCallback, http,
 };
-use crate::config::{Secret, XstakAccount};
+use crate::config::Secret;
 use crate::domain::{NewCheckout, Payment, StatusReport, ValidationError};
 
 /// Provider name in the API and in URLs.
@@ -232,6 +235,25 @@ impl Provider for Xstak {
             return None;
         }
         transformers::hint(&raw.body)
+    }
+}
+
+impl super::ProviderModule for Xstak {
+    const NAME: &'static str = NAME;
+    type Account = XstakAccount;
+
+    fn problems(account: &XstakAccount) -> Vec<String> {
+        account.problems()
+    }
+
+    fn register(
+        registry: &mut super::Registry,
+        name: &str,
+        account: &XstakAccount,
+        ctx: &ProviderContext,
+    ) -> anyhow::Result<()> {
+        registry.add(std::sync::Arc::new(Self::new(name, account, ctx)?));
+        Ok(())
     }
 }
 

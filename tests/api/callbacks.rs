@@ -171,7 +171,10 @@ async fn unknown_payment_or_wrong_account_is_404_and_not_marked_seen() {
         |c| {
             c.providers.sandbox.accounts.insert(
                 "shop-2".into(),
-                paygate::config::SandboxAccount { webhook_secret: Some("whsec_shop_2".into()), ..Default::default() },
+                paygate::providers::sandbox::SandboxAccount {
+                    webhook_secret: Some("whsec_shop_2".into()),
+                    ..Default::default()
+                },
             );
         },
         Vec::new(),

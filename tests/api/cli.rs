@@ -24,17 +24,25 @@ fn valid_config_prints_redacted_toml() {
     let (code, stdout, _) = check_config(&[
         ("PAYGATE_PROVIDERS__SANDBOX__ACCOUNTS__DEFAULT__WEBHOOK_SECRET", "super-secret-value"),
         ("PAYGATE_PROVIDERS__XPAY__ACCOUNTS__EG_SHOP__SECRET_KEY", "sk_test_abc"),
+        ("PAYGATE_PROVIDERS__XPAY__ACCOUNTS__EG_SHOP__WEBHOOK_SECRETS", "whsec_one,whsec_two"),
         ("DATABASE_URL", "postgres://app:hunter2@db:5432/paygate"),
     ]);
     assert_eq!(code, 0);
-    assert!(
-        !stdout.contains("super-secret-value") && !stdout.contains("sk_test_abc") && !stdout.contains("hunter2"),
-        "{stdout}"
-    );
+    for secret in ["super-secret-value", "sk_test_abc", "hunter2", "whsec_one", "whsec_two"] {
+        assert!(!stdout.contains(secret), "{secret} in {stdout}");
+    }
     assert!(stdout.contains("<redacted>"));
     assert!(stdout.contains("[providers.xpay.accounts.eg-shop]"), "{stdout}");
     let parsed: toml::Table = toml::from_str(&stdout).expect("output is TOML");
     assert!(parsed.contains_key("server"));
+}
+
+#[test]
+fn an_account_startup_would_refuse_is_refused_by_check_config_too() {
+    let (code, _, stderr) = check_config(&[("PAYGATE_PROVIDERS__XPAY__ACCOUNTS__EG_SHOP__SECRET_KEY", "sk_test_abc")]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("providers.xpay.accounts.eg-shop.webhook_secrets"), "{stderr}");
+    assert!(!stderr.contains("sk_test_abc"), "{stderr}");
 }
 
 #[test]

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{TestApp, error_info, spawn_app_with};
-use paygate::config::EximpeAccount;
 use paygate::pb::{self, PaymentStatus};
 use paygate::providers::eximpe::Eximpe;
+use paygate::providers::eximpe::EximpeAccount;
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Match, Mock, MockServer, Request, ResponseTemplate};

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{TestApp, error_info, spawn_app_with};
-use paygate::config::HitpayAccount;
 use paygate::pb::{self, PaymentStatus};
 use paygate::providers::hitpay::HitPay;
+use paygate::providers::hitpay::HitpayAccount;
 use paygate::providers::signature::hmac_sha256_hex;
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};

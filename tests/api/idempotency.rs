@@ -172,7 +172,10 @@ async fn same_key_under_another_account_is_unrelated() {
         |c| {
             c.providers.sandbox.accounts.insert(
                 "shop-2".into(),
-                paygate::config::SandboxAccount { webhook_secret: Some("other".into()), ..Default::default() },
+                paygate::providers::sandbox::SandboxAccount {
+                    webhook_secret: Some("other".into()),
+                    ..Default::default()
+                },
             );
         },
         Vec::new(),

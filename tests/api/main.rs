@@ -8,6 +8,7 @@ mod api_errors;
 mod browser;
 mod callbacks;
 mod cli;
+mod embedder;
 mod eximpe;
 mod exirom;
 mod hitpay;

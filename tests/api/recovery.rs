@@ -5,8 +5,8 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use crate::common::{Process, spawn_app_with, spawn_process};
-use paygate::config::XpayAccount;
 use paygate::pb::{self, PaymentStatus};
+use paygate::providers::xpay::XpayAccount;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use wiremock::matchers::{header, method, path, path_regex};

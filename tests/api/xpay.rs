@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{TestApp, error_info, spawn_app_with};
-use paygate::config::XpayAccount;
 use paygate::pb::{self, PaymentStatus};
 use paygate::providers::signature::sign_timestamped;
 use paygate::providers::xpay::XPay;
+use paygate::providers::xpay::XpayAccount;
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Match, Mock, MockServer, Request, Respond, ResponseTemplate};

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{TestApp, error_info, spawn_app_with};
-use paygate::config::XstakAccount;
 use paygate::pb::{self, PaymentStatus};
 use paygate::providers::signature::hmac_sha256_hex;
 use paygate::providers::xstak::Xstak;
+use paygate::providers::xstak::XstakAccount;
 use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Match, Mock, MockServer, Request, Respond, ResponseTemplate};

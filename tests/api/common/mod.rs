@@ -4,11 +4,12 @@
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
-use paygate::config::{Config, SandboxAccount};
+use paygate::config::Config;
 use paygate::gateway::Gateway;
 use paygate::pb;
 use paygate::pb::payment_service_client::PaymentServiceClient;
 use paygate::providers::Provider;
+use paygate::providers::sandbox::SandboxAccount;
 use paygate::providers::signature::sign_timestamped;
 use paygate::startup::Application;
 use sqlx::PgPool;
