@@ -37,6 +37,38 @@ pub struct Payment {
     pub version: i64,
 }
 
+#[cfg(test)]
+impl Payment {
+    /// A PENDING payment of `provider` for `amount_minor` `currency`, version 1, with no
+    /// provider ids (unit tests set the fields they need with struct update syntax).
+    pub fn fixture(provider: &str, amount_minor: i64, currency: &str) -> Self {
+        let now = Utc::now();
+        Self {
+            id: "pay_01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+            provider: provider.into(),
+            account: "default".into(),
+            merchant_reference: "r".into(),
+            amount_minor,
+            currency: currency.into(),
+            status: PaymentStatus::Pending,
+            checkout_url: None,
+            provider_checkout_id: None,
+            provider_payment_id: None,
+            payment_method: None,
+            failure_code: None,
+            failure_message: None,
+            return_url: String::new(),
+            cancel_url: String::new(),
+            metadata: BTreeMap::new(),
+            provider_data: serde_json::Value::Null,
+            created_at: now,
+            updated_at: now,
+            expires_at: None,
+            version: 1,
+        }
+    }
+}
+
 /// What a verified source (callback body or status lookup) says about a payment.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StatusReport {
@@ -158,27 +190,11 @@ mod tests {
 
     fn payment(status: PaymentStatus) -> Payment {
         Payment {
-            id: "pay_01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
-            provider: "sandbox".into(),
-            account: "default".into(),
-            merchant_reference: "r".into(),
-            amount_minor: 1234,
-            currency: "USD".into(),
             status,
-            checkout_url: None,
-            provider_checkout_id: None,
-            provider_payment_id: None,
-            payment_method: None,
             failure_code: Some("OLD".into()),
             failure_message: Some("old".into()),
-            return_url: String::new(),
-            cancel_url: String::new(),
-            metadata: BTreeMap::new(),
-            provider_data: serde_json::Value::Null,
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-            expires_at: None,
             version: 2,
+            ..Payment::fixture("sandbox", 1234, "USD")
         }
     }
 

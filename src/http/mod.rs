@@ -1,12 +1,11 @@
-//! The HTTP side (axum): provider callback ingress, shopper returns, the sandbox hosted page and
+//! The HTTP side (axum): provider callback ingress, shopper returns, hosted checkout pages and
 //! health probes.
 
 mod callbacks;
-mod eximpe_page;
+mod checkout_page;
 mod health;
 mod page;
 mod returns;
-mod sandbox_page;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -30,8 +29,9 @@ pub fn router(state: HttpState) -> Router {
         .route("/callbacks/{provider}", post(callbacks::default_account).fallback(method_not_allowed))
         .route("/callbacks/{provider}/{account}", post(callbacks::with_account).fallback(method_not_allowed))
         .route("/return/{provider}/{payment_id}", get(returns::shopper_return))
-        .route("/sandbox/checkout/{payment_id}", get(sandbox_page::show).post(sandbox_page::submit))
-        .route("/checkout/eximpe/{payment_id}", get(eximpe_page::show))
+        .route("/checkout/{provider}/{payment_id}", get(checkout_page::show).post(checkout_page::submit))
+        // Alias: open sandbox payments carry this `checkout_url`.
+        .route("/sandbox/checkout/{payment_id}", get(checkout_page::show_sandbox).post(checkout_page::submit_sandbox))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .with_state(state)

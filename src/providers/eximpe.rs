@@ -18,6 +18,7 @@ use self::transformers::{
     CallbackForm, CreateOrderProblem, CreateOrderRequest, CreateOrderResponse, GetOrderResponse, OpenedOrder,
     OrderParams,
 };
+use super::page::{CheckoutPage, PageContent, js_string};
 use super::signature::{hex_matches, hmac_sha256, sha256_hex};
 use super::{
     CallbackError, CallbackTransport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderContext,
@@ -288,6 +289,28 @@ impl Provider for Eximpe {
         (!form.order_id.is_empty()).then_some(PaymentRef::CheckoutId(form.order_id))
     }
 
+    /// EximPe returns no redirect URL, only a session that its JS SDK opens in the browser: our
+    /// page loads the SDK and opens the payment's session (kept in provider-private data).
+    fn checkout_page(&self, payment: &Payment) -> Option<CheckoutPage> {
+        let data = |key: &str| payment.provider_data.get(key).and_then(|v| v.as_str()).filter(|s| !s.is_empty());
+        let mode = data(DATA_SDK_MODE).unwrap_or("sandbox");
+        let content = match data(DATA_SESSION_ID) {
+            Some(session) => PageContent::Script {
+                src: SDK_URL,
+                init: format!(
+                    "const eximpe = EximPe({{ mode: {mode} }});\n\
+const openCheckout = () => eximpe.checkout({{ sessionId: {session} }});\n\
+document.getElementById(\"pay\").addEventListener(\"click\", openCheckout);\n\
+openCheckout();",
+                    mode = js_string(mode),
+                    session = js_string(session),
+                ),
+            },
+            None => PageContent::Closed,
+        };
+        Some(CheckoutPage { title: "EximPe checkout", content })
+    }
+
     fn callback_transport(&self) -> CallbackTransport {
         CallbackTransport::Browser
     }
@@ -297,24 +320,15 @@ impl super::ProviderModule for Eximpe {
     const NAME: &'static str = NAME;
     type Account = EximpeAccount;
 
-    fn problems(account: &EximpeAccount) -> Vec<String> {
-        account.problems()
-    }
-
-    fn register(
-        registry: &mut super::Registry,
-        name: &str,
-        account: &EximpeAccount,
-        ctx: &ProviderContext,
-    ) -> anyhow::Result<()> {
-        registry.add(std::sync::Arc::new(Self::new(name, account, ctx)?));
-        Ok(())
+    fn build(name: &str, account: &EximpeAccount, ctx: &ProviderContext) -> anyhow::Result<Self> {
+        Self::new(name, account, ctx)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::AccountConfig as _;
 
     // Independent vectors, computed with Python 3:
     //   import hmac, hashlib

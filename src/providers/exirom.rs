@@ -18,6 +18,8 @@ pub mod transformers;
 
 pub use config::{ExiromAccount, ExiromMethod};
 
+use super::AccountConfig as _;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -426,18 +428,8 @@ impl super::ProviderModule for Exirom {
     const NAME: &'static str = NAME;
     type Account = ExiromAccount;
 
-    fn problems(account: &ExiromAccount) -> Vec<String> {
-        account.problems()
-    }
-
-    fn register(
-        registry: &mut super::Registry,
-        name: &str,
-        account: &ExiromAccount,
-        ctx: &ProviderContext,
-    ) -> anyhow::Result<()> {
-        registry.add(std::sync::Arc::new(Self::new(name, account, ctx)?));
-        Ok(())
+    fn build(name: &str, account: &ExiromAccount, ctx: &ProviderContext) -> anyhow::Result<Self> {
+        Self::new(name, account, ctx)
     }
 }
 

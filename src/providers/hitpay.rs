@@ -235,24 +235,13 @@ impl super::ProviderModule for HitPay {
     const NAME: &'static str = NAME;
     type Account = HitpayAccount;
 
-    fn problems(account: &HitpayAccount) -> Vec<String> {
-        account.problems()
-    }
-
-    fn register(
-        registry: &mut super::Registry,
-        name: &str,
-        account: &HitpayAccount,
-        ctx: &ProviderContext,
-    ) -> anyhow::Result<()> {
-        registry.add(std::sync::Arc::new(Self::new(name, account, ctx)?));
-        Ok(())
+    fn build(name: &str, account: &HitpayAccount, ctx: &ProviderContext) -> anyhow::Result<Self> {
+        Self::new(name, account, ctx)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::time::Duration;
 
     use wiremock::matchers::{header, method, path};
@@ -291,30 +280,7 @@ mod tests {
     }
 
     fn payment(request_id: Option<&str>) -> Payment {
-        let now = Utc::now();
-        Payment {
-            id: "pay_01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
-            provider: NAME.into(),
-            account: "default".into(),
-            merchant_reference: "r".into(),
-            amount_minor: 250_000,
-            currency: "SGD".into(),
-            status: PaymentStatus::Pending,
-            checkout_url: None,
-            provider_checkout_id: request_id.map(String::from),
-            provider_payment_id: None,
-            payment_method: None,
-            failure_code: None,
-            failure_message: None,
-            return_url: String::new(),
-            cancel_url: String::new(),
-            metadata: BTreeMap::new(),
-            provider_data: serde_json::Value::Null,
-            created_at: now,
-            updated_at: now,
-            expires_at: None,
-            version: 1,
-        }
+        Payment { provider_checkout_id: request_id.map(String::from), ..Payment::fixture(NAME, 250_000, "SGD") }
     }
 
     fn new_checkout(currency: &str) -> NewCheckout {

@@ -7,6 +7,7 @@ pub mod eximpe;
 pub mod exirom;
 pub mod hitpay;
 pub mod http;
+pub mod page;
 pub mod registry;
 pub mod sandbox;
 pub mod signature;
@@ -43,31 +44,40 @@ impl ProviderContext {
     }
 }
 
+/// One provider account's configuration (`providers.<provider>.accounts.<name>`).
+pub trait AccountConfig: serde::Serialize + serde::de::DeserializeOwned + Default + Clone + std::fmt::Debug {
+    /// Everything that makes the account unusable, each as `key: reason` (never a value). Both
+    /// `check-config` and startup use it, so they refuse the same accounts.
+    fn problems(&self) -> Vec<String>;
+}
+
 /// One provider as the application knows it: its name, its account configuration and how a
 /// configured account becomes an adapter. Each provider module implements it once; the list in
 /// [`provider_list!`] below is the only other place a provider is named.
-pub trait ProviderModule {
+pub trait ProviderModule: Provider + Sized + 'static {
     /// Name in the API, in callback URLs and in configuration (`providers.<NAME>`).
     const NAME: &'static str;
-    /// One account's configuration (`providers.<NAME>.accounts.<name>`).
-    type Account: serde::Serialize + serde::de::DeserializeOwned + Default + Clone + std::fmt::Debug;
+    /// One account's configuration.
+    type Account: AccountConfig;
 
     /// The section's default (enabled, no accounts).
     fn default_section() -> ProviderSection<Self::Account> {
         ProviderSection::default()
     }
 
-    /// Everything that makes `account` unusable, each as `key: reason` (never a value). Both
-    /// `check-config` and startup use it, so they refuse the same accounts.
-    fn problems(account: &Self::Account) -> Vec<String>;
+    /// The adapter of a valid account (its problems were checked already).
+    fn build(name: &str, account: &Self::Account, ctx: &ProviderContext) -> anyhow::Result<Self>;
 
-    /// Builds the adapter of a valid account and adds it to `registry`.
+    /// Builds the adapter and adds it to `registry`.
     fn register(
         registry: &mut Registry,
         name: &str,
         account: &Self::Account,
         ctx: &ProviderContext,
-    ) -> anyhow::Result<()>;
+    ) -> anyhow::Result<()> {
+        registry.add(std::sync::Arc::new(Self::build(name, account, ctx)?));
+        Ok(())
+    }
 }
 
 /// Declares the providers: the configuration sections, [`KNOWN_PROVIDERS`] and the registry
@@ -136,7 +146,7 @@ fn section_problems<M: ProviderModule>(provider: &str, section: &ProviderSection
         .accounts
         .iter()
         .flat_map(|(name, account)| {
-            M::problems(account).into_iter().map(move |p| format!("providers.{provider}.accounts.{name}.{p}"))
+            account.problems().into_iter().map(move |p| format!("providers.{provider}.accounts.{name}.{p}"))
         })
         .collect()
 }
@@ -150,7 +160,7 @@ fn register_section<M: ProviderModule>(
         return Ok(());
     }
     for (name, account) in &section.accounts {
-        let problems = M::problems(account);
+        let problems = account.problems();
         if !problems.is_empty() {
             anyhow::bail!("providers.{}.accounts.{name}: {}", M::NAME, problems.join("; "));
         }
@@ -369,6 +379,18 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// the idempotency key retryable; otherwise a retry with the same key never calls create.
     fn create_is_idempotent(&self) -> bool {
         false
+    }
+
+    /// The page paygate serves as this payment's `checkout_url`, for providers whose checkout
+    /// is not a redirect URL of their own (`None`: no page; 404).
+    fn checkout_page(&self, _payment: &Payment) -> Option<page::CheckoutPage> {
+        None
+    }
+
+    /// What a button of a [`page::PageContent::Form`] does: the signed callback to deliver, or
+    /// `None` for an action the page does not offer.
+    fn page_action(&self, _payment: &Payment, _action: &str, _now: DateTime<Utc>) -> Option<page::PageCallback> {
+        None
     }
 
     /// Cancels or expires the checkout at the provider, where supported.

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Provider;
-use super::sandbox::Sandbox;
 
 /// Why a (provider, account) pair could not be resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -20,20 +19,12 @@ pub enum LookupError {
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     providers: HashMap<String, HashMap<String, Arc<dyn Provider>>>,
-    sandboxes: HashMap<String, Arc<Sandbox>>,
 }
 
 impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Adds a sandbox account.
-    pub fn add_sandbox(&mut self, sandbox: Sandbox) {
-        let sandbox = Arc::new(sandbox);
-        self.sandboxes.insert(sandbox.account().to_owned(), sandbox.clone());
-        self.add(sandbox);
     }
 
     /// Adds an account of any provider, of the list or an embedder's own: it resolves by its
@@ -49,16 +40,6 @@ impl Registry {
         let account = if account.is_empty() { "default" } else { account };
         accounts.get(account).cloned().ok_or(LookupError::AccountNotFound)
     }
-
-    /// The sandbox account, for the hosted page.
-    pub fn sandbox(&self, account: &str) -> Option<Arc<Sandbox>> {
-        self.sandboxes.get(account).cloned()
-    }
-
-    /// Whether any sandbox account is enabled.
-    pub fn sandbox_enabled(&self) -> bool {
-        !self.sandboxes.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -68,12 +49,11 @@ mod tests {
     #[test]
     fn resolves_and_distinguishes_not_found_kinds() {
         let mut r = Registry::new();
-        r.add_sandbox(Sandbox::new("default".into(), "s".into(), 300, "http://x".into()));
+        r.add(Arc::new(crate::providers::sandbox::Sandbox::new("default".into(), "s".into(), 300, "http://x".into())));
         assert_eq!(r.resolve("sandbox", "").unwrap().account(), "default");
         assert_eq!(r.resolve("sandbox", "default").unwrap().name(), "sandbox");
         assert_eq!(r.resolve("sandbox", "shop-2").unwrap_err(), LookupError::AccountNotFound);
         assert_eq!(r.resolve("xpay", "default").unwrap_err(), LookupError::ProviderNotFound);
         assert_eq!(r.resolve("paypal", "").unwrap_err(), LookupError::ProviderNotFound);
-        assert!(r.sandbox("default").is_some());
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::page::{CheckoutPage, PageCallback, PageContent};
 use super::signature::{parse_timestamped, sign_timestamped};
 use super::{
     CallbackError, CallbackReport, CheckoutContext, CheckoutCreated, PaymentRef, Provider, ProviderError, RawCallback,
@@ -127,6 +128,24 @@ impl Provider for Sandbox {
         &self.account
     }
 
+    /// The no-JavaScript page with Pay, Fail and Cancel.
+    fn checkout_page(&self, _payment: &Payment) -> Option<CheckoutPage> {
+        let actions = &[("pay", "Pay"), ("fail", "Fail"), ("cancel", "Cancel")];
+        Some(CheckoutPage { title: "Sandbox checkout", content: PageContent::Form { actions } })
+    }
+
+    /// The page plays the provider: a signed callback for our own ingress.
+    fn page_action(&self, payment: &Payment, action: &str, now: DateTime<Utc>) -> Option<PageCallback> {
+        let action = Action::parse(action)?;
+        let (body, signature) = self.build_callback(payment, action, now);
+        Some(PageCallback {
+            url: self.callback_url(),
+            headers: vec![("content-type", "application/json".to_owned()), (SIGNATURE_HEADER, signature)],
+            body,
+            outcome: action.status(),
+        })
+    }
+
     async fn create_checkout(&self, ctx: CheckoutContext<'_>) -> Result<CheckoutCreated, ProviderError> {
         let ttl = ctx.checkout.ttl.unwrap_or(DEFAULT_TTL);
         let ttl = chrono::Duration::from_std(ttl)
@@ -189,30 +208,20 @@ impl super::ProviderModule for Sandbox {
         section
     }
 
-    fn problems(account: &SandboxAccount) -> Vec<String> {
-        account.problems()
-    }
-
     /// The webhook secret is the configured one, or the one generated and stored at startup
     /// (handed in through the account: adapters never touch the database).
-    fn register(
-        registry: &mut super::Registry,
-        name: &str,
-        account: &SandboxAccount,
-        ctx: &super::ProviderContext,
-    ) -> anyhow::Result<()> {
+    fn build(name: &str, account: &SandboxAccount, ctx: &super::ProviderContext) -> anyhow::Result<Self> {
         let secret = account
             .webhook_secret
             .as_ref()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| anyhow::anyhow!("providers.sandbox.accounts.{name}.webhook_secret: not resolved"))?;
-        registry.add_sandbox(Sandbox::new(
+        Ok(Sandbox::new(
             name.to_owned(),
             secret.expose().to_owned(),
             account.webhook_tolerance_secs,
             ctx.public_base_url.clone(),
-        ));
-        Ok(())
+        ))
     }
 }
 
@@ -281,29 +290,7 @@ mod tests {
     fn built_callbacks_verify() {
         let s = sandbox();
         let now = Utc::now();
-        let payment = Payment {
-            id: "pay_01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
-            provider: "sandbox".into(),
-            account: "default".into(),
-            merchant_reference: "r".into(),
-            amount_minor: 500,
-            currency: "JPY".into(),
-            status: PaymentStatus::Pending,
-            checkout_url: None,
-            provider_checkout_id: None,
-            provider_payment_id: None,
-            payment_method: None,
-            failure_code: None,
-            failure_message: None,
-            return_url: String::new(),
-            cancel_url: String::new(),
-            metadata: Default::default(),
-            provider_data: serde_json::Value::Null,
-            created_at: now,
-            updated_at: now,
-            expires_at: None,
-            version: 1,
-        };
+        let payment = Payment::fixture("sandbox", 500, "JPY");
         let (body, header) = s.build_callback(&payment, Action::Fail, now);
         let v = s.verify_callback(&raw(&body, &header), now).unwrap();
         assert_eq!(v.report.applied().status, Some(PaymentStatus::Failed));

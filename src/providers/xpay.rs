@@ -247,24 +247,13 @@ impl super::ProviderModule for XPay {
     const NAME: &'static str = NAME;
     type Account = XpayAccount;
 
-    fn problems(account: &XpayAccount) -> Vec<String> {
-        account.problems()
-    }
-
-    fn register(
-        registry: &mut super::Registry,
-        name: &str,
-        account: &XpayAccount,
-        ctx: &ProviderContext,
-    ) -> anyhow::Result<()> {
-        registry.add(std::sync::Arc::new(Self::new(name, account, ctx)?));
-        Ok(())
+    fn build(name: &str, account: &XpayAccount, ctx: &ProviderContext) -> anyhow::Result<Self> {
+        Self::new(name, account, ctx)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use wiremock::matchers::{body_json, header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -307,30 +296,7 @@ mod tests {
     }
 
     fn payment(checkout_id: Option<&str>) -> Payment {
-        let now = Utc::now();
-        Payment {
-            id: "pay_01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
-            provider: "xpay".into(),
-            account: "default".into(),
-            merchant_reference: "r".into(),
-            amount_minor: 149_900,
-            currency: "EGP".into(),
-            status: PaymentStatus::Pending,
-            checkout_url: None,
-            provider_checkout_id: checkout_id.map(String::from),
-            provider_payment_id: None,
-            payment_method: None,
-            failure_code: None,
-            failure_message: None,
-            return_url: String::new(),
-            cancel_url: String::new(),
-            metadata: BTreeMap::new(),
-            provider_data: serde_json::Value::Null,
-            created_at: now,
-            updated_at: now,
-            expires_at: None,
-            version: 1,
-        }
+        Payment { provider_checkout_id: checkout_id.map(String::from), ..Payment::fixture("xpay", 149_900, "EGP") }
     }
 
     fn new_checkout(currency: &str, ttl: Option<(i64, i32)>) -> NewCheckout {

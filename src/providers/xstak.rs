@@ -17,6 +17,8 @@ pub mod transformers;
 
 pub use config::XstakAccount;
 
+use super::AccountConfig as _;
+
 use std::time::Duration;
 
 use anyhow::bail;
@@ -242,24 +244,13 @@ impl super::ProviderModule for Xstak {
     const NAME: &'static str = NAME;
     type Account = XstakAccount;
 
-    fn problems(account: &XstakAccount) -> Vec<String> {
-        account.problems()
-    }
-
-    fn register(
-        registry: &mut super::Registry,
-        name: &str,
-        account: &XstakAccount,
-        ctx: &ProviderContext,
-    ) -> anyhow::Result<()> {
-        registry.add(std::sync::Arc::new(Self::new(name, account, ctx)?));
-        Ok(())
+    fn build(name: &str, account: &XstakAccount, ctx: &ProviderContext) -> anyhow::Result<Self> {
+        Self::new(name, account, ctx)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use wiremock::matchers::{body_string, header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -332,30 +323,7 @@ mod tests {
     }
 
     fn payment(checkout_id: Option<&str>) -> Payment {
-        let now = Utc::now();
-        Payment {
-            id: PAYMENT_ID.into(),
-            provider: NAME.into(),
-            account: "default".into(),
-            merchant_reference: "r".into(),
-            amount_minor: 1250,
-            currency: "PKR".into(),
-            status: PaymentStatus::Pending,
-            checkout_url: None,
-            provider_checkout_id: checkout_id.map(String::from),
-            provider_payment_id: None,
-            payment_method: None,
-            failure_code: None,
-            failure_message: None,
-            return_url: String::new(),
-            cancel_url: String::new(),
-            metadata: BTreeMap::new(),
-            provider_data: serde_json::Value::Null,
-            created_at: now,
-            updated_at: now,
-            expires_at: None,
-            version: 1,
-        }
+        Payment { provider_checkout_id: checkout_id.map(String::from), ..Payment::fixture(NAME, 1250, "PKR") }
     }
 
     #[test]

@@ -23,9 +23,9 @@ pub struct EximpeAccount {
     pub sdk_mode: String,
 }
 
-impl EximpeAccount {
+impl crate::providers::AccountConfig for EximpeAccount {
     /// What makes this account unusable, each as `key: reason`.
-    pub fn problems(&self) -> Vec<String> {
+    fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         check_base_url(&mut problems, &self.base_url, Required::Yes);
         check_set(

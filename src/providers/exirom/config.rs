@@ -24,9 +24,9 @@ pub struct ExiromAccount {
     pub token_lifetime_secs: Option<u64>,
 }
 
-impl ExiromAccount {
+impl crate::providers::AccountConfig for ExiromAccount {
     /// What makes this account unusable, each as `key: reason` (never a value).
-    pub fn problems(&self) -> Vec<String> {
+    fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         check_base_url(&mut problems, &self.base_url, Required::Yes);
         check_set(

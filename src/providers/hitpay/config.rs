@@ -18,9 +18,9 @@ pub struct HitpayAccount {
     pub create_content_type: String,
 }
 
-impl HitpayAccount {
+impl crate::providers::AccountConfig for HitpayAccount {
     /// What makes this account unusable, each as `key: reason` (never a value).
-    pub fn problems(&self) -> Vec<String> {
+    fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         check_base_url(&mut problems, &self.base_url, Required::Yes);
         check_set(&mut problems, &[("api_key", self.api_key.expose()), ("salt", self.salt.expose())]);

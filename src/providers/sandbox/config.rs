@@ -20,9 +20,8 @@ impl Default for SandboxAccount {
     }
 }
 
-impl SandboxAccount {
-    /// What makes this account unusable, each as `key: reason` (never a value).
-    pub fn problems(&self) -> Vec<String> {
+impl crate::providers::AccountConfig for SandboxAccount {
+    fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.webhook_secret.as_ref().is_some_and(|s| s.expose().trim().is_empty()) {
             problems.push("webhook_secret: must not be blank (leave it unset to generate one)".to_owned());

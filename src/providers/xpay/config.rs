@@ -22,9 +22,9 @@ pub struct XpayAccount {
     pub currencies: Vec<String>,
 }
 
-impl XpayAccount {
+impl crate::providers::AccountConfig for XpayAccount {
     /// What makes this account unusable, each as `key: reason` (never a value).
-    pub fn problems(&self) -> Vec<String> {
+    fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         check_base_url(&mut problems, &self.base_url, Required::No);
         check_set(&mut problems, &[("secret_key", self.secret_key.expose())]);

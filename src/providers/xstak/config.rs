@@ -47,9 +47,9 @@ impl Default for XstakAccount {
     }
 }
 
-impl XstakAccount {
+impl crate::providers::AccountConfig for XstakAccount {
     /// What makes this account unusable, each as `key: reason`. Never includes a value.
-    pub fn problems(&self) -> Vec<String> {
+    fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         check_base_url(&mut problems, &self.base_url, Required::No);
         check_set(
