@@ -188,6 +188,21 @@ impl Payment {
 mod tests {
     use super::*;
 
+    /// A `payment_events.snapshot` exactly as paygate has written it since the first release:
+    /// the stored log and the stream's SQL filters (`snapshot->>'provider'`) rely on this shape.
+    const STORED_SNAPSHOT: &str = r#"{"id":"pay_01ARZ3NDEKTSV4RRFFQ69G5FAV","provider":"xpay","account":"default","merchant_reference":"order-1","amount_minor":149900,"currency":"EGP","status":"succeeded","checkout_url":"https://checkout.xpay.app/cs_test_1","provider_checkout_id":"cs_test_1","provider_payment_id":"pi_1","payment_method":"card","failure_code":null,"failure_message":null,"return_url":"https://shop.example/thanks","cancel_url":"","metadata":{"order":"1"},"created_at":"2026-11-23T10:00:00.123456Z","updated_at":"2026-11-23T10:01:00.654321Z","expires_at":"2026-11-24T10:00:00.123456Z","version":3}"#;
+
+    #[test]
+    fn stored_snapshots_decode_and_encode_to_the_same_shape() {
+        let p: Payment = serde_json::from_str(STORED_SNAPSHOT).unwrap();
+        assert_eq!(p.id.to_string(), "pay_01ARZ3NDEKTSV4RRFFQ69G5FAV");
+        assert_eq!((p.amount_minor, p.currency.as_str()), (149_900, "EGP"));
+        assert_eq!(p.status, PaymentStatus::Succeeded);
+        assert_eq!(p.version, 3);
+        let again = serde_json::to_value(&p).unwrap();
+        assert_eq!(again, serde_json::from_str::<serde_json::Value>(STORED_SNAPSHOT).unwrap());
+    }
+
     fn payment(status: PaymentStatus) -> Payment {
         Payment {
             status,
