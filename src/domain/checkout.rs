@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::ids::IdempotencyKey;
 use super::money::{Currency, Money};
 
 /// The raw request as the caller sent it (mirrors `CreateCheckoutRequest`).
@@ -67,7 +68,7 @@ pub struct NewCheckout {
     pub payment_methods: Vec<String>,
     pub description: String,
     pub metadata: BTreeMap<String, String>,
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<IdempotencyKey>,
     pub shipping_address: Option<Address>,
     pub line_items: Vec<LineItem>,
     pub ttl: Option<Duration>,
@@ -126,10 +127,13 @@ impl NewCheckout {
             Some((secs, nanos)) => Some(parse_ttl(secs, nanos)?),
         };
         validate_metadata(&input.metadata)?;
-        let key = &input.idempotency_key;
-        if key.len() > MAX_IDEMPOTENCY_KEY || !key.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
-            return Err(invalid("idempotency_key", "must be at most 255 printable ASCII characters"));
-        }
+        let idempotency_key = match input.idempotency_key.as_str() {
+            "" => None,
+            key => Some(
+                IdempotencyKey::parse(key)
+                    .ok_or_else(|| invalid("idempotency_key", "must be at most 255 printable ASCII characters"))?,
+            ),
+        };
         for (field, url) in [("return_url", &input.return_url), ("cancel_url", &input.cancel_url)] {
             if !url.is_empty() && !is_http_url(url) {
                 return Err(invalid(field, "must be an absolute http(s) URL"));
@@ -146,7 +150,7 @@ impl NewCheckout {
             payment_methods: input.payment_methods,
             description: input.description,
             metadata: input.metadata,
-            idempotency_key: (!input.idempotency_key.is_empty()).then_some(input.idempotency_key),
+            idempotency_key,
             shipping_address: input.shipping_address,
             line_items: input.line_items,
             ttl,

@@ -36,9 +36,65 @@ impl Default for PaymentId {
     }
 }
 
+impl serde::Serialize for PaymentId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PaymentId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::parse(&s).ok_or_else(|| serde::de::Error::custom("not a payment id (pay_ + ULID)"))
+    }
+}
+
+impl AsRef<str> for PaymentId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for PaymentId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for PaymentId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for PaymentId {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
 impl fmt::Display for PaymentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A caller's idempotency key: at most 255 printable ASCII characters, checked by
+/// [`crate::domain::NewCheckout::parse`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// The key when it is 1–255 printable ASCII characters.
+    pub fn parse(s: &str) -> Option<Self> {
+        let valid = !s.is_empty()
+            && s.len() <= crate::domain::checkout::MAX_IDEMPOTENCY_KEY
+            && s.bytes().all(|b| (0x20..=0x7e).contains(&b));
+        valid.then(|| Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 

@@ -36,15 +36,30 @@ impl Currency {
     }
 }
 
+impl serde::Serialize for Currency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Currency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::parse(&code).ok_or_else(|| serde::de::Error::custom("not an active ISO 4217 currency"))
+    }
+}
+
 impl fmt::Display for Currency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.code())
     }
 }
 
-/// A positive amount of money in minor units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A positive amount of money in minor units. Serialized as `amount_minor` and `currency` (the
+/// stored payment snapshot's shape).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Money {
+    #[serde(rename = "amount_minor")]
     pub minor: i64,
     pub currency: Currency,
 }

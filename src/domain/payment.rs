@@ -7,17 +7,19 @@ use serde::{Deserialize, Serialize};
 
 use super::checkout::MAX_METADATA_ENTRIES;
 use super::event::EventKind;
+use super::ids::PaymentId;
+use super::money::Money;
 use super::status::{PaymentStatus, Transition};
 
 /// A payment as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Payment {
-    pub id: String,
+    pub id: PaymentId,
     pub provider: String,
     pub account: String,
     pub merchant_reference: String,
-    pub amount_minor: i64,
-    pub currency: String,
+    #[serde(flatten)]
+    pub amount: Money,
     pub status: PaymentStatus,
     pub checkout_url: Option<String>,
     pub provider_checkout_id: Option<String>,
@@ -43,13 +45,13 @@ impl Payment {
     /// provider ids (unit tests set the fields they need with struct update syntax).
     pub fn fixture(provider: &str, amount_minor: i64, currency: &str) -> Self {
         let now = Utc::now();
+        let currency = super::Currency::parse(currency).expect("fixture currency");
         Self {
-            id: "pay_01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+            id: PaymentId::parse("pay_01ARZ3NDEKTSV4RRFFQ69G5FAV").expect("fixture id"),
             provider: provider.into(),
             account: "default".into(),
             merchant_reference: "r".into(),
-            amount_minor,
-            currency: currency.into(),
+            amount: Money { minor: amount_minor, currency },
             status: PaymentStatus::Pending,
             checkout_url: None,
             provider_checkout_id: None,
@@ -124,7 +126,7 @@ impl Outcome {
 impl Payment {
     /// Whether a reported amount and currency differ from the payment's.
     pub fn amount_differs(&self, (minor, currency): &(i64, String)) -> bool {
-        *minor != self.amount_minor || *currency != self.currency
+        *minor != self.amount.minor || currency != self.amount.currency.code()
     }
 
     /// Decides what `report` does to this payment. A report whose amount differs never changes
@@ -196,7 +198,7 @@ mod tests {
     fn stored_snapshots_decode_and_encode_to_the_same_shape() {
         let p: Payment = serde_json::from_str(STORED_SNAPSHOT).unwrap();
         assert_eq!(p.id.to_string(), "pay_01ARZ3NDEKTSV4RRFFQ69G5FAV");
-        assert_eq!((p.amount_minor, p.currency.as_str()), (149_900, "EGP"));
+        assert_eq!((p.amount.minor, p.amount.currency.code()), (149_900, "EGP"));
         assert_eq!(p.status, PaymentStatus::Succeeded);
         assert_eq!(p.version, 3);
         let again = serde_json::to_value(&p).unwrap();

@@ -77,7 +77,8 @@ impl Gateway {
             other => {
                 tx.rollback().await?;
                 let id = other.map(|p| p.id);
-                self.audit_rejected(provider, account, "PAYMENT_NOT_FOUND", &digest, id.as_deref()).await;
+                let id = id.as_ref().map(PaymentId::as_str);
+                self.audit_rejected(provider, account, "PAYMENT_NOT_FOUND", &digest, id).await;
                 return Err(ApiError::PaymentNotFound);
             }
         };
@@ -120,7 +121,7 @@ impl Gateway {
             provider,
             account,
             &verified.dedupe_key,
-            &payment.id,
+            payment.id.as_str(),
             &verified.event_id,
             outcome_kind.as_str(),
         )
@@ -164,7 +165,7 @@ impl Gateway {
     async fn check_unverified_hint(&self, provider: &str, account: &str, hint: &PaymentRef) {
         let found = async {
             let mut conn = self.store().pool().acquire().await?;
-            let by_id = |id: &str| PaymentId::parse(id).map(|id| id.as_str().to_owned());
+            let by_id = PaymentId::parse;
             match hint {
                 PaymentRef::Id(id) => match by_id(id) {
                     Some(id) => payments::get(&mut conn, &id).await,
@@ -211,7 +212,7 @@ impl Gateway {
 /// Locks a payment by our id; an id of another shape finds nothing.
 async fn lock_by_id(tx: &mut crate::store::Tx, id: &str) -> Result<Option<Payment>, sqlx::Error> {
     match PaymentId::parse(id) {
-        Some(id) => payments::lock(tx, id.as_str()).await,
+        Some(id) => payments::lock(tx, &id).await,
         None => Ok(None),
     }
 }
@@ -235,5 +236,7 @@ fn query_agrees(adapter: &dyn crate::providers::Provider, raw: &RawCallback, pay
     if adapter.callback_transport() != CallbackTransport::Browser {
         return true;
     }
-    url::form_urlencoded::parse(raw.query.as_bytes()).filter(|(k, _)| k == "payment_id").all(|(_, v)| v == payment.id)
+    url::form_urlencoded::parse(raw.query.as_bytes())
+        .filter(|(k, _)| k == "payment_id")
+        .all(|(_, v)| v == payment.id.as_str())
 }

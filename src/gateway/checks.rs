@@ -2,7 +2,7 @@
 //! written in the transaction of whatever caused it where there is one.
 
 use super::Gateway;
-use crate::domain::Payment;
+use crate::domain::{Payment, PaymentId};
 use crate::error::ApiError;
 use crate::store::Tx;
 use crate::store::checks::{self, CheckReason};
@@ -12,7 +12,7 @@ impl Gateway {
     pub(super) async fn request_check_in(
         &self,
         tx: &mut Tx,
-        payment_id: &str,
+        payment_id: &PaymentId,
         reason: CheckReason,
         delay_secs: f64,
     ) -> Result<(), sqlx::Error> {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::Gateway;
 use crate::domain::checkout::CheckoutInput;
 use crate::domain::fingerprint::fingerprint;
+use crate::domain::ids::IdempotencyKey;
 use crate::domain::ids::prefixed_ulid;
 use crate::domain::{EventKind, EventSource, NewCheckout, Outcome, Payment, PaymentId, PaymentStatus, StatusReport};
 use crate::error::ApiError;
@@ -52,10 +53,10 @@ impl Gateway {
         &self,
         provider: &Arc<dyn Provider>,
         checkout: &NewCheckout,
-        key: &str,
+        key: &IdempotencyKey,
     ) -> Result<(Payment, bool), ApiError> {
         let fp = fingerprint(checkout);
-        let scope: Scope<'_> = (&checkout.provider, &checkout.account, key);
+        let scope = Scope { provider: &checkout.provider, account: &checkout.account, key };
         let deadline = Instant::now() + self.inner.idempotency_wait;
         loop {
             let claim = Claim { scope, token: prefixed_ulid("lease_") };
@@ -69,11 +70,15 @@ impl Gateway {
             }
             match idempotency::inspect_or_take_over(&mut tx, scope, &fp, &claim.token).await? {
                 None => tx.rollback().await?,
-                Some(Existing::Mismatch { payment_id }) => return Err(ApiError::IdempotencyKeyReused { payment_id }),
+                Some(Existing::Mismatch { payment_id }) => {
+                    return Err(ApiError::IdempotencyKeyReused { payment_id: payment_id.to_string() });
+                }
                 Some(Existing::Completed { payment_id, error }) => {
                     tx.commit().await?;
                     return match error {
-                        Some(e) if e.outcome_unknown => Err(ApiError::ProviderOutcomeUnknown { payment_id }),
+                        Some(e) if e.outcome_unknown => {
+                            Err(ApiError::ProviderOutcomeUnknown { payment_id: payment_id.to_string() })
+                        }
                         Some(e) => Err(ApiError::ProviderRejected { provider_code: e.provider_code }),
                         None => Ok((self.load(&payment_id).await?, true)),
                     };
@@ -99,7 +104,7 @@ impl Gateway {
                         }
                         tx.commit().await?;
                         self.wake_checks();
-                        return Err(ApiError::ProviderOutcomeUnknown { payment_id: payment.id });
+                        return Err(ApiError::ProviderOutcomeUnknown { payment_id: payment.id.to_string() });
                     }
                     return self.open_checkout(provider, checkout, payment, Some(&claim)).await;
                 }
@@ -123,7 +128,7 @@ impl Gateway {
         Ok(payment)
     }
 
-    pub(super) async fn load(&self, id: &str) -> Result<Payment, ApiError> {
+    pub(super) async fn load(&self, id: &PaymentId) -> Result<Payment, ApiError> {
         let mut conn = self.store().pool().acquire().await?;
         payments::get(&mut conn, id).await?.ok_or(ApiError::PaymentNotFound)
     }
@@ -138,7 +143,7 @@ impl Gateway {
         claim: Option<&Claim<'_>>,
     ) -> Result<(Payment, bool), ApiError> {
         self.metrics().count_call(provider.name(), "create");
-        let ctx = CheckoutContext { payment_id: &payment.id, checkout, created_at: payment.created_at };
+        let ctx = CheckoutContext { payment_id: payment.id.as_str(), checkout, created_at: payment.created_at };
         let result = match tokio::time::timeout(PROVIDER_CALL_TIMEOUT, provider.create_checkout(ctx)).await {
             Ok(result) => result,
             Err(_) => Err(ProviderError::Timeout),
@@ -217,7 +222,7 @@ impl Gateway {
                 tx.commit().await?;
                 self.wake_checks();
                 if never_resend {
-                    Err(ApiError::ProviderOutcomeUnknown { payment_id: before.id })
+                    Err(ApiError::ProviderOutcomeUnknown { payment_id: before.id.to_string() })
                 } else {
                     Err(e.into())
                 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 pub use callbacks::CallbackOutcome;
 pub use reconciler::{next_scheduled, run_check_worker};
+pub use status::PaymentLookup;
 
 use crate::config::ReconcilerConfig;
 use crate::domain::ValidationError;

@@ -5,34 +5,44 @@ use crate::domain::{EventKind, EventSource, Payment, PaymentId, PaymentStatus, S
 use crate::error::ApiError;
 use crate::store::payments::{self, EventInfo};
 
-impl Gateway {
-    /// Looks a payment up by id, or the newest by merchant reference; `refresh` asks the provider.
-    pub async fn get_status(
-        &self,
-        payment_id: &str,
-        merchant_reference: &str,
-        refresh: bool,
-    ) -> Result<Payment, ApiError> {
-        let mut conn = self.store().pool().acquire().await?;
-        let payment = match (payment_id.is_empty(), merchant_reference.is_empty()) {
-            (false, true) => {
-                let id = PaymentId::parse(payment_id).ok_or(ApiError::PaymentNotFound)?;
-                payments::get(&mut conn, id.as_str()).await?
-            }
-            (true, false) => payments::newest_by_reference(&mut conn, merchant_reference).await?,
-            _ => {
-                return Err(ApiError::invalid(
-                    "payment_id",
-                    "exactly one of payment_id and merchant_reference is required",
-                ));
-            }
+/// How GetPaymentStatus names a payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentLookup {
+    Id(PaymentId),
+    /// The newest payment with this merchant reference (`created_at` DESC, then id DESC).
+    MerchantReference(String),
+}
+
+impl PaymentLookup {
+    /// From the request's two fields: exactly one must be set (`INVALID_FIELD` `payment_id`
+    /// otherwise); a malformed id is `PAYMENT_NOT_FOUND`.
+    pub fn from_request(payment_id: &str, merchant_reference: &str) -> Result<Self, ApiError> {
+        match (payment_id.is_empty(), merchant_reference.is_empty()) {
+            (false, true) => PaymentId::parse(payment_id).map(Self::Id).ok_or(ApiError::PaymentNotFound),
+            (true, false) => Ok(Self::MerchantReference(merchant_reference.to_owned())),
+            _ => Err(ApiError::invalid("payment_id", "exactly one of payment_id and merchant_reference is required")),
         }
-        .ok_or(ApiError::PaymentNotFound)?;
-        drop(conn);
+    }
+}
+
+impl Gateway {
+    /// Looks a payment up; `refresh` asks the provider.
+    pub async fn get_status(&self, lookup: &PaymentLookup, refresh: bool) -> Result<Payment, ApiError> {
+        let payment = self.find(lookup).await?;
         if refresh && payment.status != PaymentStatus::Succeeded {
             return self.refresh(payment, EventSource::Refresh).await;
         }
         Ok(payment)
+    }
+
+    /// The payment `lookup` names, as stored.
+    pub async fn find(&self, lookup: &PaymentLookup) -> Result<Payment, ApiError> {
+        let mut conn = self.store().pool().acquire().await?;
+        let payment = match lookup {
+            PaymentLookup::Id(id) => payments::get(&mut conn, id).await?,
+            PaymentLookup::MerchantReference(reference) => payments::newest_by_reference(&mut conn, reference).await?,
+        };
+        payment.ok_or(ApiError::PaymentNotFound)
     }
 
     /// Asks the payment's provider for its status and applies what it says. A provider failure
@@ -58,7 +68,7 @@ impl Gateway {
     /// Applies a trusted status report in one transaction with the payment locked.
     pub(super) async fn apply_report(
         &self,
-        id: &str,
+        id: &PaymentId,
         report: &StatusReport,
         source: EventSource,
     ) -> Result<Payment, ApiError> {
@@ -69,7 +79,7 @@ impl Gateway {
     /// Like [`Gateway::apply_report`], only when `guard` holds for the locked row; `None` otherwise.
     pub(super) async fn apply_report_if(
         &self,
-        id: &str,
+        id: &PaymentId,
         report: &StatusReport,
         source: EventSource,
         guard: impl Fn(&Payment) -> bool,

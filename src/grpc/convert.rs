@@ -56,11 +56,11 @@ fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
 /// A payment as its protobuf message.
 pub fn payment_to_pb(p: &Payment) -> pb::Payment {
     pb::Payment {
-        id: p.id.clone(),
+        id: p.id.to_string(),
         provider: p.provider.clone(),
         account: p.account.clone(),
         merchant_reference: p.merchant_reference.clone(),
-        amount: Some(pb::Money { amount_minor: p.amount_minor, currency: p.currency.clone() }),
+        amount: Some(pb::Money { amount_minor: p.amount.minor, currency: p.amount.currency.code().to_owned() }),
         status: status_to_pb(p.status).into(),
         checkout_url: p.checkout_url.clone().unwrap_or_default(),
         provider_checkout_id: p.provider_checkout_id.clone().unwrap_or_default(),

@@ -9,7 +9,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, PaymentLookup};
 use crate::pb;
 use crate::pb::payment_service_server::PaymentService;
 use crate::providers::RawCallback;
@@ -49,7 +49,8 @@ impl PaymentService for PaymentApi {
         request: Request<pb::GetPaymentStatusRequest>,
     ) -> Result<Response<pb::GetPaymentStatusResponse>, Status> {
         let r = request.into_inner();
-        let payment = self.gateway.get_status(&r.payment_id, &r.merchant_reference, r.refresh).await?;
+        let lookup = PaymentLookup::from_request(&r.payment_id, &r.merchant_reference)?;
+        let payment = self.gateway.get_status(&lookup, r.refresh).await?;
         Ok(Response::new(pb::GetPaymentStatusResponse { payment: Some(payment_to_pb(&payment)) }))
     }
 
@@ -64,7 +65,7 @@ impl PaymentService for PaymentApi {
         let raw = RawCallback::new(r.headers, r.body, r.query);
         let outcome = self.gateway.handle_callback(&r.provider, &r.account, &raw).await?;
         if outcome.amount_mismatch && !outcome.duplicate {
-            return Err(ApiError::AmountMismatch { payment_id: outcome.payment.id }.into());
+            return Err(ApiError::AmountMismatch { payment_id: outcome.payment.id.to_string() }.into());
         }
         Ok(Response::new(pb::VerifyCallbackResponse {
             payment: Some(payment_to_pb(&outcome.payment)),

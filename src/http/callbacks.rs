@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{HttpState, error_response, page};
 use crate::domain::{Payment, PaymentId, PaymentStatus};
-use crate::gateway::CallbackOutcome;
+use crate::gateway::{CallbackOutcome, PaymentLookup};
 use crate::providers::{CallbackTransport, RawCallback};
 use crate::store::checks::CheckReason;
 
@@ -93,6 +93,6 @@ async fn payment_named_in_query(state: &HttpState, provider: &str, query: &str) 
     let id =
         url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "payment_id").map(|(_, v)| v.into_owned())?;
     let id = PaymentId::parse(&id)?;
-    let payment = state.gateway.get_status(id.as_str(), "", false).await.ok()?;
+    let payment = state.gateway.find(&PaymentLookup::Id(id)).await.ok()?;
     (payment.provider == provider).then_some(payment)
 }

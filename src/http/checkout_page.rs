@@ -17,6 +17,7 @@ use chrono::Utc;
 use super::HttpState;
 use super::page;
 use crate::domain::{Payment, PaymentId, PaymentStatus};
+use crate::gateway::PaymentLookup;
 use crate::providers::Provider;
 use crate::providers::page::{CheckoutPage, PageContent};
 
@@ -31,7 +32,7 @@ async fn lookup(
     payment_id: &str,
 ) -> Option<(Payment, Arc<dyn Provider>, CheckoutPage)> {
     let id = PaymentId::parse(payment_id)?;
-    let payment = state.gateway.get_status(id.as_str(), "", false).await.ok()?;
+    let payment = state.gateway.find(&PaymentLookup::Id(id)).await.ok()?;
     if payment.provider != provider {
         return None;
     }

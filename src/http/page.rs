@@ -42,18 +42,14 @@ pub fn is_payable(p: &crate::domain::Payment) -> bool {
 /// A payment's amount (split by its currency's exponent), reference, id and status as an escaped
 /// HTML list; an open payment past `expires_at` shows as expired.
 pub fn payment_summary(p: &crate::domain::Payment) -> String {
-    use crate::domain::{Currency, Money};
-    let amount = match Currency::parse(&p.currency) {
-        Some(currency) => Money { minor: p.amount_minor, currency }.to_string(),
-        None => format!("{} {}", p.amount_minor, p.currency),
-    };
+    let amount = p.amount.to_string();
     let status = if p.status.is_open() && !is_payable(p) { "expired".to_owned() } else { p.status.to_string() };
     format!(
         "<dl><dt>Amount</dt><dd id=\"amount\">{}</dd><dt>Reference</dt><dd id=\"reference\">{}</dd>\
 <dt>Payment</dt><dd id=\"payment-id\">{}</dd><dt>Status</dt><dd id=\"status\">{}</dd></dl>",
         esc(&amount),
         esc(&p.merchant_reference),
-        esc(&p.id),
+        esc(p.id.as_str()),
         esc(&status),
     )
 }

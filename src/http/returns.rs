@@ -9,6 +9,7 @@ use axum::response::Response;
 
 use super::{HttpState, page};
 use crate::domain::PaymentId;
+use crate::gateway::PaymentLookup;
 use crate::store::checks::CheckReason;
 
 pub async fn shopper_return(
@@ -18,7 +19,7 @@ pub async fn shopper_return(
 ) -> Response {
     let not_found = || page::message(StatusCode::NOT_FOUND, "Payment not found", "This payment does not exist.");
     let Some(id) = PaymentId::parse(&payment_id) else { return not_found() };
-    let payment = match state.gateway.get_status(id.as_str(), "", false).await {
+    let payment = match state.gateway.find(&PaymentLookup::Id(id)).await {
         Ok(p) if p.provider == provider => p,
         _ => return not_found(),
     };

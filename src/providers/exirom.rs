@@ -38,7 +38,7 @@ use super::{
     ProviderError, RawCallback, VerifiedCallback, http,
 };
 use crate::config::Secret;
-use crate::domain::{Currency, NewCheckout, Payment, PaymentId, PaymentStatus, StatusReport, ValidationError};
+use crate::domain::{NewCheckout, Payment, PaymentId, PaymentStatus, StatusReport, ValidationError};
 
 /// Provider name in the API and in URLs.
 pub const NAME: &str = "exirom";
@@ -247,14 +247,13 @@ impl Exirom {
             tracing::warn!(provider = NAME, account = %self.account, "cannot rebuild the create of a payment with no transaction id: several methods configured");
             return Ok(Recovered::Nothing);
         };
-        let Some(currency) = Currency::parse(&payment.currency) else { return Ok(Recovered::Nothing) };
         let callback_url = self.ctx.callback_url(NAME, &self.account);
-        let return_url = self.ctx.return_url(NAME, &payment.id);
+        let return_url = self.ctx.return_url(NAME, payment.id.as_str());
         let params = CreateParams {
-            payment_id: &payment.id,
+            payment_id: payment.id.as_str(),
             account_id: &self.account_id,
-            minor: payment.amount_minor,
-            currency,
+            minor: payment.amount.minor,
+            currency: payment.amount.currency,
             apm_payload,
             callback_url: &callback_url,
             return_url: &return_url,
@@ -269,7 +268,7 @@ impl Exirom {
             })
             .await?;
         let response: CreatePaymentResponse = http::json(&success)?;
-        match response.into_opened(&payment.id) {
+        match response.into_opened(payment.id.as_str()) {
             Ok(opened) => Ok(Recovered::Transaction(opened.transaction_id)),
             Err(CreateProblem::Shape) => Err(unexpected("no transactionId for our requestId")),
             Err(CreateProblem::Declined(code)) => Ok(Recovered::Report(StatusReport {

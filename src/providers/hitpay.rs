@@ -186,8 +186,9 @@ impl Provider for HitPay {
         };
         let request = self.request(reqwest::Method::GET, self.request_url(request_id)?);
         let answer: PaymentRequestObject = http::json(&http::send(request, error_code).await?)?;
-        let report =
-            answer.into_report(request_id, &payment.id).map_err(|problem| unexpected(&format!("{problem:?}")))?;
+        let report = answer
+            .into_report(request_id, payment.id.as_str())
+            .map_err(|problem| unexpected(&format!("{problem:?}")))?;
         Ok(Some(report))
     }
 

@@ -103,9 +103,12 @@ impl Sandbox {
     pub fn build_callback(&self, payment: &Payment, action: Action, now: DateTime<Utc>) -> (Vec<u8>, String) {
         let body = CallbackBody {
             event_id: prefixed_ulid("evt_"),
-            payment_id: payment.id.clone(),
+            payment_id: payment.id.to_string(),
             status: action.status().as_str().to_owned(),
-            amount: CallbackAmount { amount_minor: payment.amount_minor, currency: payment.currency.clone() },
+            amount: CallbackAmount {
+                amount_minor: payment.amount.minor,
+                currency: payment.amount.currency.code().to_owned(),
+            },
             occurred_at: now.to_rfc3339_opts(SecondsFormat::Millis, true),
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();

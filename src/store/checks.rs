@@ -10,6 +10,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use crate::domain::PaymentId;
+
 /// Why a check was asked for (stored for operators; the worker decides what to do from the
 /// payment itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +51,7 @@ impl CheckReason {
 /// earlier. `min_interval_secs` defers the need to that long after the last check started.
 pub async fn request(
     conn: &mut PgConnection,
-    payment_id: &str,
+    payment_id: &PaymentId,
     reason: CheckReason,
     delay_secs: f64,
     min_interval_secs: f64,
@@ -63,7 +65,7 @@ pub async fn request(
              reason = CASE WHEN provider_checks.due_at IS NULL OR EXCLUDED.due_at < provider_checks.due_at \
                  THEN EXCLUDED.reason ELSE provider_checks.reason END",
     )
-    .bind(payment_id)
+    .bind(payment_id.as_str())
     .bind(reason.as_str())
     .bind(delay_secs)
     .bind(min_interval_secs)

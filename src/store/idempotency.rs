@@ -3,24 +3,33 @@
 
 use sqlx::{PgConnection, Row};
 
+use crate::domain::PaymentId;
+use crate::domain::ids::IdempotencyKey;
+
 /// How long a claim stays exclusive before another request may take it over (crash recovery).
 pub const LEASE_SECS: f64 = 120.0;
 
-/// The (provider, account, key) a key is scoped to.
-pub type Scope<'a> = (&'a str, &'a str, &'a str);
+/// What an idempotency key is scoped to: the same key under another provider or account is an
+/// unrelated payment.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub provider: &'a str,
+    pub account: &'a str,
+    pub key: &'a IdempotencyKey,
+}
 
 /// The state of a key that another request already holds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Existing {
     /// Same key, different request.
-    Mismatch { payment_id: String },
+    Mismatch { payment_id: PaymentId },
     /// Definitive outcome: replay the payment, or the stored error.
-    Completed { payment_id: String, error: Option<StoredError> },
+    Completed { payment_id: PaymentId, error: Option<StoredError> },
     /// Another request is working on it right now.
     InProgress,
     /// We took it over with our token: after a failure that was not processed, or after the
     /// holder's lease expired (`after_crash`: it may have died during the provider call).
-    TakenOver { payment_id: String, after_crash: bool },
+    TakenOver { payment_id: PaymentId, after_crash: bool },
 }
 
 /// A definitive outcome kept for replay: the provider's rejection (`provider_code`), or a
@@ -36,7 +45,7 @@ pub struct StoredError {
 /// Claims a fresh key for `payment_id` with fencing `token`. `false` when the key already exists.
 pub async fn try_insert(
     conn: &mut PgConnection,
-    (provider, account, key): Scope<'_>,
+    Scope { provider, account, key }: Scope<'_>,
     fingerprint: &[u8],
     payment_id: &str,
     token: &str,
@@ -48,7 +57,7 @@ pub async fn try_insert(
     )
     .bind(provider)
     .bind(account)
-    .bind(key)
+    .bind(key.as_str())
     .bind(fingerprint)
     .bind(payment_id)
     .bind(LEASE_SECS)
@@ -62,7 +71,7 @@ pub async fn try_insert(
 /// Inspects an existing key under a row lock and takes it over with `token` when it may be retried.
 pub async fn inspect_or_take_over(
     conn: &mut PgConnection,
-    (provider, account, key): Scope<'_>,
+    Scope { provider, account, key }: Scope<'_>,
     fingerprint: &[u8],
     token: &str,
 ) -> Result<Option<Existing>, sqlx::Error> {
@@ -72,7 +81,7 @@ pub async fn inspect_or_take_over(
     )
     .bind(provider)
     .bind(account)
-    .bind(key)
+    .bind(key.as_str())
     .fetch_optional(&mut *conn)
     .await?
     else {
@@ -80,6 +89,8 @@ pub async fn inspect_or_take_over(
     };
     let stored: Vec<u8> = row.try_get("fingerprint")?;
     let payment_id: String = row.try_get("payment_id")?;
+    let payment_id =
+        PaymentId::parse(&payment_id).ok_or_else(|| sqlx::Error::Decode("stored payment id is not valid".into()))?;
     if stored != fingerprint {
         return Ok(Some(Existing::Mismatch { payment_id }));
     }
@@ -99,7 +110,7 @@ pub async fn inspect_or_take_over(
             )
             .bind(provider)
             .bind(account)
-            .bind(key)
+            .bind(key.as_str())
             .bind(token)
             .bind(LEASE_SECS)
             .execute(&mut *conn)
@@ -127,7 +138,7 @@ pub async fn release(conn: &mut PgConnection, scope: Scope<'_>, token: &str) -> 
 
 async fn set_state(
     conn: &mut PgConnection,
-    (provider, account, key): Scope<'_>,
+    Scope { provider, account, key }: Scope<'_>,
     token: &str,
     state: &str,
     error: Option<&StoredError>,
@@ -138,7 +149,7 @@ async fn set_state(
     )
     .bind(provider)
     .bind(account)
-    .bind(key)
+    .bind(key.as_str())
     .bind(token)
     .bind(state)
     .bind(error.map(sqlx::types::Json))

@@ -7,7 +7,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::events;
-use crate::domain::{EventKind, EventSource, Outcome, Payment, PaymentStatus};
+use crate::domain::{Currency, EventKind, EventSource, Money, Outcome, Payment, PaymentId, PaymentStatus};
 
 /// The payment columns, as a literal so that every query stays a static string.
 macro_rules! columns {
@@ -22,13 +22,17 @@ fn from_row(row: &PgRow) -> Result<Payment, sqlx::Error> {
     let status: String = row.try_get("status")?;
     let metadata: sqlx::types::Json<BTreeMap<String, String>> = row.try_get("metadata")?;
     let currency: String = row.try_get("currency")?;
+    let id: String = row.try_get("id")?;
+    let decode = |what: &str| sqlx::Error::Decode(format!("stored {what} is not valid").into());
     Ok(Payment {
-        id: row.try_get("id")?,
+        id: PaymentId::parse(&id).ok_or_else(|| decode("payment id"))?,
         provider: row.try_get("provider")?,
         account: row.try_get("account")?,
         merchant_reference: row.try_get("merchant_reference")?,
-        amount_minor: row.try_get("amount_minor")?,
-        currency: currency.trim().to_owned(),
+        amount: Money {
+            minor: row.try_get("amount_minor")?,
+            currency: Currency::parse(currency.trim()).ok_or_else(|| decode("currency"))?,
+        },
         status: status.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         checkout_url: row.try_get("checkout_url")?,
         provider_checkout_id: row.try_get("provider_checkout_id")?,
@@ -128,9 +132,9 @@ pub async fn insert(conn: &mut PgConnection, new: &NewPaymentRow<'_>) -> Result<
 }
 
 /// Reads a payment by id.
-pub async fn get(conn: &mut PgConnection, id: &str) -> Result<Option<Payment>, sqlx::Error> {
+pub async fn get(conn: &mut PgConnection, id: &PaymentId) -> Result<Option<Payment>, sqlx::Error> {
     let row = sqlx::query(concat!("SELECT ", columns!(), " FROM payments WHERE id = $1"))
-        .bind(id)
+        .bind(id.as_str())
         .fetch_optional(conn)
         .await?;
     row.as_ref().map(from_row).transpose()
@@ -150,9 +154,9 @@ pub async fn newest_by_reference(conn: &mut PgConnection, reference: &str) -> Re
 }
 
 /// Locks a payment row for the rest of the transaction, by our id.
-pub async fn lock(conn: &mut PgConnection, id: &str) -> Result<Option<Payment>, sqlx::Error> {
+pub async fn lock(conn: &mut PgConnection, id: &PaymentId) -> Result<Option<Payment>, sqlx::Error> {
     let row = sqlx::query(concat!("SELECT ", columns!(), " FROM payments WHERE id = $1 FOR UPDATE"))
-        .bind(id)
+        .bind(id.as_str())
         .fetch_optional(conn)
         .await?;
     row.as_ref().map(from_row).transpose()
@@ -206,7 +210,7 @@ pub async fn update(
          WHERE id = $1 AND version = $2 RETURNING ",
         columns!()
     ))
-    .bind(&before.id)
+    .bind(before.id.as_str())
     .bind(before.version)
     .bind(after.status.as_str())
     .bind(&after.checkout_url)
@@ -248,7 +252,7 @@ async fn insert_event(
              provider_occurred_at, detail, snapshot) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING sequence",
     )
-    .bind(&payment.id)
+    .bind(payment.id.as_str())
     .bind(snapshot.map(|p| p.version))
     .bind(info.kind.as_str())
     .bind(info.source.as_str())

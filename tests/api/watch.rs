@@ -290,7 +290,10 @@ async fn sequences_follow_commit_order_so_no_event_is_skipped() {
 
     // Transaction 1 appends an event and stays open.
     let mut tx = app.db.begin().await.unwrap();
-    let before = paygate::store::payments::lock(&mut tx, &first.id).await.unwrap().unwrap();
+    let before = paygate::store::payments::lock(&mut tx, &paygate::domain::PaymentId::parse(&first.id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     let mut after = before.clone();
     after.status = paygate::domain::PaymentStatus::Processing;
     let info = paygate::store::payments::EventInfo::new(
