@@ -8,6 +8,7 @@ pub mod error;
 pub mod gateway;
 pub mod grpc;
 pub mod http;
+pub mod listener;
 pub mod providers;
 pub mod startup;
 pub mod store;

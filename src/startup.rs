@@ -6,7 +6,6 @@ use std::time::Duration;
 use anyhow::Context;
 use rand::RngCore;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -126,12 +125,12 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(PaymentServiceServer::new(PaymentApi::new(self.gateway.clone(), self.hub.clone())))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc_listener), async move {
+            .serve_with_incoming_shutdown(crate::listener::grpc_incoming(self.grpc_listener), async move {
                 grpc_shutdown.cancelled().await;
                 health_reporter.set_not_serving::<PaymentServiceServer<PaymentApi>>().await;
             });
         let http_state = HttpState { gateway: self.gateway.clone(), client: self.client };
-        let http = axum::serve(self.http_listener, router(http_state))
+        let http = axum::serve(crate::listener::http_listener(self.http_listener), router(http_state))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         // Provider checks (lookups, retries, expiry) are rows in Postgres; this replica's worker
         // runs its share of them until shutdown.
