@@ -92,11 +92,20 @@ pub struct EventsConfig {
     /// Connections of the streams' own pool (listener, reads, replays), apart from `database`'s.
     #[serde(deserialize_with = "lenient::parse")]
     pub stream_pool_size: u32,
+    /// How often the sequencer looks for newly committed events when it found none, in ms.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub sequencer_poll_ms: u64,
 }
 
 impl Default for EventsConfig {
     fn default() -> Self {
-        Self { retention_days: 7, prune_interval_secs: 3600, stream_buffer: 4096, stream_pool_size: 4 }
+        Self {
+            retention_days: 7,
+            prune_interval_secs: 3600,
+            stream_buffer: 4096,
+            stream_pool_size: 4,
+            sequencer_poll_ms: 5,
+        }
     }
 }
 

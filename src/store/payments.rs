@@ -6,7 +6,6 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use super::events;
 use crate::domain::{Currency, EventKind, EventSource, Money, Outcome, Payment, PaymentId, PaymentStatus};
 
 /// The payment columns, as a literal so that every query stays a static string.
@@ -245,12 +244,11 @@ async fn insert_event(
     snapshot: Option<&Payment>,
     info: &EventInfo<'_>,
 ) -> Result<(), sqlx::Error> {
-    // Commit-ordered sequences: see `store::events`.
-    events::lock_appends(conn).await?;
-    let sequence: i64 = sqlx::query_scalar(
+    // No lock and no NOTIFY: a trigger queues applied events for the sequencer (`store::events`).
+    sqlx::query(
         "INSERT INTO payment_events (payment_id, version, kind, source, status, previous_status, provider_event_id, \
              provider_occurred_at, detail, snapshot) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING sequence",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(payment.id.as_str())
     .bind(snapshot.map(|p| p.version))
@@ -262,11 +260,8 @@ async fn insert_event(
     .bind(info.provider_occurred_at)
     .bind(sqlx::types::Json(info.detail.clone().unwrap_or_else(|| serde_json::json!({}))))
     .bind(snapshot.map(sqlx::types::Json))
-    .fetch_one(&mut *conn)
+    .execute(&mut *conn)
     .await?;
-    if snapshot.is_some() {
-        events::notify(conn, sequence).await?;
-    }
     Ok(())
 }
 

@@ -46,10 +46,25 @@ async fn callback(app: &TestApp, event_id: &str, payment_id: &str, status: &str)
     app.grpc.clone().verify_callback(request).await.expect("callback").into_inner().status_changed
 }
 
-/// The applied events in the table, in sequence order: (sequence, payment id, version).
+/// Waits until the sequencer has positioned every committed event (positions are given a few
+/// milliseconds after commit; "from now" means after the newest position).
+async fn settle(app: &TestApp) {
+    for _ in 0..500 {
+        if app.count("SELECT COUNT(*) FROM event_queue").await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("events were not positioned in time");
+}
+
+/// The applied events in position order, once every committed one is positioned:
+/// (position, payment id, version).
 async fn table(app: &TestApp) -> Vec<(i64, String, i64)> {
+    settle(app).await;
     sqlx::query_as(
-        "SELECT sequence, payment_id, version FROM payment_events WHERE version IS NOT NULL ORDER BY sequence",
+        "SELECT p.position, e.payment_id, e.version FROM event_positions p \
+         JOIN payment_events e ON e.sequence = p.event_sequence ORDER BY p.position",
     )
     .fetch_all(&app.db)
     .await
@@ -199,6 +214,7 @@ async fn concurrent_writers_never_produce_a_gap_or_reorder() {
 async fn a_slow_subscriber_catches_up_from_the_table_with_bounded_memory() {
     let app = spawn_app_with(|c| c.events.stream_buffer = 8, Vec::new()).await;
     let payment = app.create_payment("slow").await;
+    settle(&app).await;
     // Subscribe in-process and do not read: the 8-slot ring overflows.
     let request = paygate::watch::WatchRequest { after_sequence: None, ..Default::default() };
     let mut slow = paygate::watch::subscribe(&app.hub, request).await.unwrap();
@@ -282,18 +298,17 @@ async fn pruned_sequences_are_out_of_range_and_shutdown_ends_streams() {
 }
 
 #[tokio::test]
-async fn sequences_follow_commit_order_so_no_event_is_skipped() {
+async fn no_writer_waits_for_another_and_positions_follow_commits() {
     let app = spawn_app().await;
     let first = app.create_payment("order-1").await;
     let second = app.create_payment("order-2").await;
+    settle(&app).await;
     let mut stream = watch(&app, None, &[], &[]).await;
 
     // Transaction 1 appends an event and stays open.
     let mut tx = app.db.begin().await.unwrap();
-    let before = paygate::store::payments::lock(&mut tx, &paygate::domain::PaymentId::parse(&first.id).unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let id = paygate::domain::PaymentId::parse(&first.id).unwrap();
+    let before = paygate::store::payments::lock(&mut tx, &id).await.unwrap().unwrap();
     let mut after = before.clone();
     after.status = paygate::domain::PaymentStatus::Processing;
     let info = paygate::store::payments::EventInfo::new(
@@ -302,31 +317,67 @@ async fn sequences_follow_commit_order_so_no_event_is_skipped() {
     );
     paygate::store::payments::update(&mut tx, &before, &after, &info).await.unwrap();
 
-    // Transaction 2 (a callback on another payment) must wait: were it to commit first with a
-    // higher sequence, a reader past it would never see transaction 1's event.
-    let writer = tokio::spawn({
-        let mut grpc = app.grpc.clone();
-        let body = sandbox_body("c2", &second.id, "processing", 1234, "USD");
-        let signature = sign_timestamped(SANDBOX_SECRET.as_bytes(), chrono::Utc::now().timestamp(), body.as_bytes());
-        let request = pb::VerifyCallbackRequest {
-            provider: "sandbox".into(),
-            body: body.into_bytes(),
-            headers: HashMap::from([("paygate-sandbox-signature".to_owned(), signature)]),
-            ..Default::default()
-        };
-        async move { grpc.verify_callback(request).await }
-    });
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(!writer.is_finished(), "the second append waits for the first to commit");
-    assert!(tokio::time::timeout(Duration::from_millis(50), stream.message()).await.is_err());
+    // Transaction 2 (a callback on another payment) commits while transaction 1 is open: no
+    // writer waits for another (the bound only turns a hang into a failure).
+    let changed = tokio::time::timeout(WAIT, callback(&app, "c2", &second.id, "processing")).await;
+    assert!(changed.expect("the second writer does not wait for the first"));
+    // Its event streams; transaction 1's does not exist for readers yet.
+    let e2 = next(&mut stream).await;
+    assert_eq!(e2.payment.as_ref().unwrap().id, second.id);
+    assert!(tokio::time::timeout(Duration::from_millis(200), stream.message()).await.is_err());
 
+    // Once committed, transaction 1's event gets the next position: nothing is skipped.
     tx.commit().await.unwrap();
-    assert!(writer.await.unwrap().unwrap().into_inner().status_changed);
-    let events = take(&mut stream, 2).await;
-    let ids: Vec<String> = events.iter().map(|e| e.payment.as_ref().unwrap().id.clone()).collect();
-    assert_eq!(ids, vec![first.id, second.id]);
-    assert!(events[0].sequence < events[1].sequence);
-    assert_eq!(events[0].source, "reconciler");
+    let e1 = next(&mut stream).await;
+    assert_eq!(e1.payment.as_ref().unwrap().id, first.id);
+    assert!(e1.sequence > e2.sequence);
+    assert_eq!(e1.source, "reconciler");
+}
+
+#[tokio::test]
+async fn a_resuming_client_gets_every_event_exactly_once_under_concurrent_writers_on_two_replicas() {
+    let a = spawn_app().await;
+    let b = a.another_instance().await;
+    let mut payments = Vec::new();
+    for n in 0..10 {
+        payments.push(a.create_payment(&format!("resume-{n}")).await.id);
+    }
+    // Writers on both replicas (each runs a sequencer; one leads) while a client reads in short
+    // sessions, resuming from the last position it saw each time.
+    let writers = payments.iter().enumerate().map(|(n, id)| {
+        let app = if n % 2 == 0 { &a } else { &b };
+        async move {
+            for round in 0..8 {
+                let status = if round % 2 == 0 { "processing" } else { "pending" };
+                assert!(callback(app, &format!("r{n}-{round}"), id, status).await);
+            }
+        }
+    });
+    let expected = payments.len() * (2 + 8);
+    let reader = async {
+        let mut seen: Vec<(i64, String, i64)> = Vec::new();
+        let mut last = 0;
+        while seen.len() < expected {
+            let app = if seen.len() % 2 == 0 { &a } else { &b };
+            let mut stream = watch(app, Some(last), &[], &[]).await;
+            for event in take(&mut stream, (expected - seen.len()).min(7)).await {
+                last = event.sequence;
+                seen.extend(keys(&[event]));
+            }
+        }
+        seen
+    };
+    let (_, seen) = tokio::join!(futures::future::join_all(writers), reader);
+
+    let mut distinct = std::collections::HashSet::new();
+    assert!(seen.iter().all(|(_, id, version)| distinct.insert((id.clone(), *version))), "no event twice");
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "positions increase");
+    let mut versions: HashMap<String, i64> = HashMap::new();
+    for (_, id, version) in &seen {
+        let previous = versions.insert(id.clone(), *version).unwrap_or(0);
+        assert_eq!(*version, previous + 1, "each payment's versions in order");
+    }
+    assert_eq!(seen, table(&a).await, "exactly the stored events");
 }
 
 #[tokio::test]
@@ -342,6 +393,7 @@ async fn events_pruned_during_a_long_replay_end_it_with_sequence_expired() {
     .execute(&app.db)
     .await
     .unwrap();
+    settle(&app).await;
     let request = paygate::watch::WatchRequest { after_sequence: Some(0), ..Default::default() };
     let mut stream = paygate::watch::subscribe(&app.hub, request).await.unwrap();
     // The replay reads its first page, then everything is pruned.
