@@ -78,12 +78,17 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: config::Config) -> anyhow::Result<()> {
-    let app = Application::build(config).await?;
+    // Listen for SIGTERM/SIGINT first: a signal while the database is awaited or migrations run
+    // is a clean stop (exit 0) too.
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         trigger.cancel();
     });
+    let app = tokio::select! {
+        app = Application::build(config) => app?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
     app.run(shutdown).await
 }

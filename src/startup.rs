@@ -139,10 +139,11 @@ impl Application {
             tokio::spawn(run_event_pruner(self.gateway.store().clone(), self.events.clone(), shutdown.clone()));
         // Stream positions for committed events: one leader per database, this replica stands by
         // otherwise. It runs until the drain is over, so in-flight writes still get positions.
+        let sequencer_stop = CancellationToken::new();
         let sequencer = tokio::spawn(crate::watch::run_sequencer(
             (*self.gateway.store().pool().connect_options()).clone(),
             Duration::from_millis(self.events.sequencer_poll_ms.max(1)),
-            self.stop.clone(),
+            sequencer_stop.clone(),
         ));
         // Streams end as soon as shutdown starts, so clients resume on another replica and the
         // drain below is not held up by long-lived streams.
@@ -169,7 +170,7 @@ impl Application {
             shutdown.cancel();
             checker.abort();
             pruner.abort();
-            sequencer.abort();
+            sequencer_stop.cancel();
             grpc.abort();
             http.abort();
             let error = result.err().unwrap_or_else(|| anyhow::anyhow!("server ended unexpectedly"));
@@ -186,6 +187,7 @@ impl Application {
         let _ = tokio::time::timeout(Duration::from_secs(6), checker).await;
         pruner.abort();
         self.stop.cancel();
+        sequencer_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), sequencer).await;
         match drained {
             Ok(result) => result,

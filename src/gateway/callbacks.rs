@@ -52,6 +52,7 @@ impl Gateway {
 
         let mut tx = self.store().begin().await?;
         let mut adopt = None;
+        let mut unsigned_match = false;
         let found = match &verified.payment {
             PaymentRef::Id(id) => lock_by_id(&mut tx, id).await?,
             PaymentRef::CheckoutId(checkout_id) => {
@@ -63,8 +64,14 @@ impl Gateway {
                     // A payment whose create never returned the checkout id adopts the one the
                     // signed callback names; one with another checkout id is not this callback's.
                     None => match lock_by_id(&mut tx, id).await? {
+                        // Adopted only from a report the provider signed whole (our id included);
+                        // a look-up whose id is unsigned (Exirom's `requestId`) only queues a
+                        // deferred lookup of the payment's own checkout, trusting nothing.
                         Some(p) if p.provider_checkout_id.is_none() => {
-                            adopt = Some(checkout_id.clone());
+                            match &verified.report {
+                                CallbackReport::Apply(_) => adopt = Some(checkout_id.clone()),
+                                CallbackReport::LookUp { .. } => unsigned_match = true,
+                            }
                             Some(p)
                         }
                         _ => None,
@@ -105,7 +112,11 @@ impl Gateway {
             }
             None => payment.clone(),
         };
-        let (outcome, look_up) = decide(&base, &verified.report);
+        let (outcome, look_up) = if unsigned_match {
+            (Outcome::Ignore { kind: EventKind::LookUp }, true)
+        } else {
+            decide(&base, &verified.report)
+        };
         let outcome = match outcome {
             Outcome::Ignore { .. } if adopt.is_some() => {
                 Outcome::Change { after: Box::new(base), kind: EventKind::CheckoutAdopted, status_changed: false }
@@ -143,7 +154,8 @@ impl Gateway {
         // The check is queued in this transaction: a crash after the 200 cannot lose it.
         let look_up = look_up && payment.status != PaymentStatus::Succeeded;
         if look_up {
-            self.request_check_in(&mut tx, &payment.id, CheckReason::Callback, 0.0).await?;
+            let reason = if unsigned_match { CheckReason::UnverifiedCallback } else { CheckReason::Callback };
+            self.request_check_in(&mut tx, &payment.id, reason, 0.0).await?;
         }
         let status_changed = matches!(outcome, Outcome::Change { status_changed: true, .. });
         let written = payments::record(&mut tx, &payment, outcome, info(outcome_kind)).await?;

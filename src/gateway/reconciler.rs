@@ -48,6 +48,9 @@ pub(super) struct AccountLimiter {
 enum Step {
     /// Nothing more to ask: the row goes.
     Done,
+    /// The payment is closed (CANCELLED, EXPIRED): the row stays, not due, so that it keeps the
+    /// time of the last check (later untrusted triggers are deferred after it).
+    Park,
     /// Ask again at this time.
     Next(DateTime<Utc>),
     /// The provider could not answer: back off.
@@ -119,8 +122,16 @@ impl Gateway {
     /// Runs one claimed check within its account's limits, then records the step.
     async fn run_claimed(self, claimed: Claimed) {
         let limiter = self.limiter(&claimed.provider, &claimed.account);
-        let Ok(_slot) = limiter.slots.acquire().await else { return };
-        if tokio::time::timeout(MAX_RATE_WAIT, limiter.rate.until_ready()).await.is_err() {
+        // Waiting for the account's slot or rate is bounded, well inside the lease; past it the
+        // check is postponed (never dropped) and this task's slot in the batch is free again.
+        let slot = tokio::time::timeout(MAX_RATE_WAIT, limiter.slots.acquire()).await;
+        let _slot = match slot {
+            Ok(Ok(slot)) => Some(slot),
+            Ok(Err(_)) => return,
+            Err(_) => None,
+        };
+        let ready = _slot.is_some() && tokio::time::timeout(MAX_RATE_WAIT, limiter.rate.until_ready()).await.is_ok();
+        if !ready {
             // Rate limiting postpones a check, never drops it.
             self.metrics().count(&claimed.provider, "check_postponed");
             let due = Utc::now() + TimeDelta::from_std(MAX_RATE_WAIT).unwrap_or_default();
@@ -137,12 +148,16 @@ impl Gateway {
             Err(e) => Step::Retry(format!("internal: {}", e.reason())),
         };
         let cfg = self.reconciler_config();
-        match step {
-            Step::Done => {
+        match step.clone() {
+            Step::Done | Step::Park => {
                 self.metrics().count(&claimed.provider, "check_done");
                 let finished = async {
                     let mut conn = self.store().pool().acquire().await?;
-                    checks::finish(&mut conn, &claimed).await
+                    if step == Step::Park {
+                        checks::park(&mut conn, &claimed).await
+                    } else {
+                        checks::finish(&mut conn, &claimed).await
+                    }
                 }
                 .await;
                 self.note_fence(&claimed, finished);
@@ -215,10 +230,14 @@ impl Gateway {
         if now < expires_at {
             return self.look_up_open(&*provider, &payment, Some(expires_at)).await;
         }
-        if now >= expires_at + grace {
-            return self.expire_unreconciled(&payment, "no provider answer within the grace period").await;
+        let last_chance = now >= expires_at + grace;
+        match self.expire_at_provider(&*provider, &payment, expires_at, grace).await? {
+            // Past the grace period, one last cancel and lookup ran; still unresolved: give up.
+            Step::Next(_) | Step::Retry(_) if last_chance => {
+                self.expire_unreconciled(&payment, "no final provider answer within the grace period").await
+            }
+            step => Ok(step),
         }
-        self.expire_at_provider(&*provider, &payment, expires_at, grace).await
     }
 
     /// An open payment before its expiry: look it up, then wait for the next scheduled point.
@@ -242,7 +261,11 @@ impl Gateway {
         }
     }
 
-    /// An open payment at or past `expires_at`, inside the grace period.
+    /// An open payment at or past `expires_at`: cancel the checkout at the provider where it can,
+    /// then a final lookup decides. Success is applied; processing, an unknown status or a
+    /// success the state machine refused (another amount) keep the payment open and checked;
+    /// anything else expires it (source `expiry`) once the checkout is known to be closed. A
+    /// cancel that failed leaves it open and retried: the session may still be payable.
     async fn expire_at_provider(
         &self,
         provider: &dyn Provider,
@@ -251,26 +274,44 @@ impl Gateway {
         grace: TimeDelta,
     ) -> Result<Step, ApiError> {
         self.metrics().count_call(provider.name(), "cancel");
-        match provider.cancel(payment).await {
-            // Cancelled, refused (the session is no longer open) or not possible: the final
-            // lookup decides.
-            Ok(()) | Err(ProviderError::Rejected { .. } | ProviderError::Unsupported) => {}
-            Err(e) => return Ok(Step::Retry(e.summary())),
-        }
-        match self.look_up(provider, payment).await {
-            Ok(Some((after, _))) if after.status == PaymentStatus::Succeeded => Ok(Step::Done),
-            Ok(Some((after, report))) if report.status == Some(PaymentStatus::Processing) => {
-                let schedule = &self.reconciler_config().schedule_secs;
-                let next = next_scheduled(expires_at, Utc::now(), schedule).min(expires_at + grace);
-                tracing::info!(payment_id = %after.id, "provider reports processing at expiry; kept open");
-                Ok(Step::Next(next))
-            }
-            Ok(Some(_)) => self.expire(payment, None).await,
-            Ok(None) => {
+        let cancel_failed = match provider.cancel(payment).await {
+            // Cancelled, refused (the session is no longer open) or not possible.
+            Ok(()) | Err(ProviderError::Rejected { .. } | ProviderError::Unsupported) => None,
+            Err(e) => Some(e.summary()),
+        };
+        self.metrics().count_call(provider.name(), "status");
+        let report = match provider.fetch_status(payment).await {
+            Ok(Some(report)) => report,
+            Ok(None) if cancel_failed.is_none() => {
                 self.metrics().count(provider.name(), "local_expiry");
-                self.expire(payment, None).await
+                return self.expire(payment, None).await;
             }
-            Err(e) => Ok(Step::Retry(e.summary())),
+            Ok(None) => return Ok(Step::Retry(cancel_failed.unwrap_or_default())),
+            Err(e) => return Ok(Step::Retry(e.summary())),
+        };
+        let keep_open = |why: &str| {
+            let schedule = &self.reconciler_config().schedule_secs;
+            tracing::info!(payment_id = %payment.id, why, "payment kept open past its expiry");
+            Step::Next(next_scheduled(expires_at, Utc::now(), schedule).min(expires_at + grace))
+        };
+        match report.status {
+            Some(PaymentStatus::Succeeded) | Some(PaymentStatus::Processing) => {
+                let after = self.apply_report(&payment.id, &report, EventSource::Reconciler).await?;
+                if after.status == PaymentStatus::Succeeded {
+                    Ok(Step::Done)
+                } else if report.status == Some(PaymentStatus::Succeeded) {
+                    Ok(keep_open("the provider reports a success the payment does not accept"))
+                } else {
+                    Ok(keep_open("the provider reports it processing"))
+                }
+            }
+            None => Ok(keep_open("the provider reports an unknown status")),
+            // Not paid. The provider's own closing status (a deleted request reads as cancelled)
+            // is not applied: the EXPIRED transition is ours.
+            Some(_) => match cancel_failed {
+                None => self.expire(payment, None).await,
+                Some(error) => Ok(Step::Retry(error)),
+            },
         }
     }
 
@@ -284,8 +325,9 @@ impl Gateway {
         now: DateTime<Utc>,
     ) -> Step {
         match self.look_up(provider, payment).await {
-            Ok(_) => Step::Done,
-            Err(_) if now >= payment.updated_at + grace => Step::Done,
+            Ok(Some((after, _))) if after.status == PaymentStatus::Succeeded => Step::Done,
+            Ok(_) => Step::Park,
+            Err(_) if now >= payment.updated_at + grace => Step::Park,
             Err(e) => Step::Retry(e.summary()),
         }
     }
@@ -318,7 +360,7 @@ impl Gateway {
         };
         let due = |p: &Payment| p.status.is_open() && p.expires_at.is_some_and(|t| t <= Utc::now());
         self.apply_report_if(&payment.id, &report, EventSource::Expiry, due).await?;
-        Ok(Step::Done)
+        Ok(Step::Park)
     }
 
     async fn expire_unreconciled(&self, payment: &Payment, why: &str) -> Result<Step, ApiError> {

@@ -401,13 +401,14 @@ impl Provider for Exirom {
         // The raw body's digest: the same delivery twice is a duplicate, an edited replay is not.
         let digest = sha256_hex(&raw.body);
         let event_id = format!("{}:{}", info.transaction_id, &digest[..16]);
-        // The payment to look up: our `requestId` when it is one of our ids (it also finds a
-        // payment whose create timed out, which has no transaction id yet), else the signed
-        // `transactionId`. Either only schedules a lookup of that payment's own transaction:
-        // nothing in the body is applied, so pointing a replay at another payment gains nothing.
+        // The payment to look up: the one with the signed `transactionId`; only when none has
+        // it, the one our (unsigned) `requestId` names, if its create never stored a transaction
+        // (it timed out). The gateway then neither adopts the transaction nor trusts the amount
+        // (both unsigned for that payment): it only queues a deferred lookup of the payment's
+        // own transaction, so pointing a replay at another payment gains nothing.
         let amount = info.order_minor().map(|(minor, currency)| (minor, currency.code().to_owned()));
         let payment = match info.request_id.as_deref().and_then(PaymentId::parse) {
-            Some(id) => PaymentRef::Id(id.as_str().to_owned()),
+            Some(id) => PaymentRef::Both { id: id.as_str().to_owned(), checkout_id: info.transaction_id },
             None => PaymentRef::CheckoutId(info.transaction_id),
         };
         Ok(VerifiedCallback { dedupe_key: digest, event_id, payment, report: CallbackReport::LookUp { amount } })
@@ -561,7 +562,7 @@ mod tests {
         let id = PaymentId::new();
         let ours = DOC_CALLBACK.replace("req-123456789", id.as_str());
         let v = a.verify_callback(&raw(&ours, good), Utc::now()).unwrap();
-        assert_eq!(v.payment, PaymentRef::Id(id.as_str().to_owned()));
+        assert_eq!(v.payment, PaymentRef::Both { id: id.as_str().to_owned(), checkout_id: "tx-987654321".into() });
     }
 
     #[test]

@@ -226,7 +226,7 @@ impl Provider for HitPay {
             .and_then(|v| v.get("success").and_then(serde_json::Value::as_bool))
             == Some(false);
         if refused {
-            return Err(unexpected("success: false"));
+            return Err(ProviderError::Rejected { code: "success_false".into(), message: "success: false".into() });
         }
         Ok(())
     }

@@ -60,10 +60,11 @@ pub fn classify(
 }
 
 fn transport_error(e: reqwest::Error) -> ProviderError {
-    if e.is_timeout() {
-        ProviderError::Timeout
-    } else if e.is_connect() {
+    // A connect timeout is also a timeout to reqwest, but nothing was sent: not processed.
+    if e.is_connect() {
         ProviderError::Unavailable(without_url(&e))
+    } else if e.is_timeout() {
+        ProviderError::Timeout
     } else {
         ProviderError::OutcomeUnknown(without_url(&e))
     }

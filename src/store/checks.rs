@@ -131,6 +131,22 @@ pub async fn finish(conn: &mut PgConnection, claimed: &Claimed) -> Result<bool, 
     Ok(kept == 1)
 }
 
+/// Keeps the row of a closed payment, not due (year 9999) unless a need arrived meanwhile, so
+/// it remembers the last check. `false` when the lease was lost.
+pub async fn park(conn: &mut PgConnection, claimed: &Claimed) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "UPDATE provider_checks SET due_at = COALESCE(due_at, '9999-01-01 00:00:00+00'), leased_until = NULL, attempts = 0, \
+             last_error = NULL \
+         WHERE payment_id = $1 AND leased_until = $2",
+    )
+    .bind(&claimed.payment_id)
+    .bind(claimed.leased_until)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
 /// Releases the row to be due at `due_at` (or earlier, if a need arrived meanwhile), with the
 /// failure count and last error. `false` when the lease was lost.
 pub async fn reschedule(

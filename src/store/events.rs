@@ -9,7 +9,8 @@
 //! Why "everything after the last position I saw" is an exact resume point:
 //! - A position exists only once its event committed (the queue row is visible only then), and
 //!   positions become visible batch by batch, each batch in one transaction whose numbers are all
-//!   above every earlier batch's. A batch can only commit after the one before it: it numbers
+//!   above every earlier batch's (and above every pruned position: numbering starts after
+//!   `MAX(position)` or `pruned_through`, whichever is higher, so a position is never reused). A batch can only commit after the one before it: it numbers
 //!   from `MAX(position)`, and a concurrent batch with the same numbers fails on the primary key
 //!   (so even two sequencers at once cannot interleave; the advisory lock just avoids the waste).
 //!   A reader that saw every position up to N therefore never later finds a new one at or
@@ -41,7 +42,8 @@ pub async fn assign_positions(conn: &mut PgConnection, limit: i64) -> Result<u64
              DELETE FROM event_queue WHERE event_sequence IN \
                  (SELECT event_sequence FROM event_queue ORDER BY event_sequence LIMIT $1) \
              RETURNING event_sequence), \
-         base AS (SELECT COALESCE(MAX(position), 0) AS top FROM event_positions), \
+         base AS (SELECT GREATEST(COALESCE(MAX(position), 0), \
+             COALESCE((SELECT value::bigint FROM settings WHERE key = $2), 0)) AS top FROM event_positions), \
          positioned AS ( \
              INSERT INTO event_positions (position, event_sequence) \
              SELECT base.top + ROW_NUMBER() OVER (ORDER BY batch.event_sequence), batch.event_sequence \
@@ -49,6 +51,7 @@ pub async fn assign_positions(conn: &mut PgConnection, limit: i64) -> Result<u64
          SELECT COUNT(*), MAX(position) FROM positioned",
     )
     .bind(limit)
+    .bind(PRUNED_THROUGH_KEY)
     .fetch_one(&mut *tx)
     .await?;
     if let Some(newest) = newest {

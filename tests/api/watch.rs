@@ -414,3 +414,23 @@ async fn events_pruned_during_a_long_replay_end_it_with_sequence_expired() {
     assert!(matches!(end, paygate::error::ApiError::SequenceExpired { .. }), "{end:?}");
     assert_eq!(delivered, 500, "exactly the page read before pruning, then the error");
 }
+
+#[tokio::test]
+async fn positions_continue_above_everything_pruned_even_when_the_log_was_emptied() {
+    let app = spawn_app().await;
+    app.create_payment("before-prune").await;
+    let newest_before = table(&app).await.last().unwrap().0;
+    // Retention removes every event (a quiet period longer than `retention_days`).
+    let mut tx = app.db.begin().await.unwrap();
+    paygate::store::events::prune(&mut tx, chrono::Utc::now() + chrono::Duration::seconds(1)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(app.count("SELECT COUNT(*) FROM event_positions").await, 0);
+
+    // New events get positions above the pruned ones, and a client resuming at the pruned
+    // position receives them.
+    let mut stream = watch(&app, Some(newest_before), &[], &[]).await;
+    let payment = app.create_payment("after-prune").await;
+    let events = take(&mut stream, 2).await;
+    assert!(events.iter().all(|e| e.sequence > newest_before), "{events:?}");
+    assert_eq!(events[1].payment.as_ref().unwrap().id, payment.id);
+}
