@@ -1,8 +1,10 @@
 //! Black-box tests: the real server on ephemeral ports against a fresh Postgres database per
 //! test, providers mocked with wiremock on 127.0.0.1. One test binary (zero2prod style), one
-//! module per behaviour area.
+//! module per behaviour area; what every provider must do is the conformance suite, run against
+//! each provider's double (`conformance::<provider>::<behaviour>`).
 
 mod common;
+mod conformance;
 
 mod api_errors;
 mod browser;

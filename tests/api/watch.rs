@@ -358,7 +358,7 @@ async fn a_resuming_client_gets_every_event_exactly_once_under_concurrent_writer
         let mut seen: Vec<(i64, String, i64)> = Vec::new();
         let mut last = 0;
         while seen.len() < expected {
-            let app = if seen.len() % 2 == 0 { &a } else { &b };
+            let app = if seen.len().is_multiple_of(2) { &a } else { &b };
             let mut stream = watch(app, Some(last), &[], &[]).await;
             for event in take(&mut stream, (expected - seen.len()).min(7)).await {
                 last = event.sequence;

@@ -242,6 +242,48 @@ impl TestApp {
         self.grpc.clone().verify_callback(request).await.map(tonic::Response::into_inner)
     }
 
+    /// GetPaymentStatus with `refresh`: the provider is asked now.
+    pub async fn refresh(&self, id: &str) -> Result<pb::Payment, tonic::Status> {
+        let request = pb::GetPaymentStatusRequest { payment_id: id.into(), refresh: true, ..Default::default() };
+        self.grpc.clone().get_payment_status(request).await.map(|r| r.into_inner().payment.expect("payment"))
+    }
+
+    /// Kinds of the events recorded for `id` from `source` (`callback`, `reconciler`, …), oldest first.
+    pub async fn event_kinds(&self, id: &str, source: &str) -> Vec<String> {
+        sqlx::query_scalar("SELECT kind FROM payment_events WHERE payment_id = $1 AND source = $2 ORDER BY sequence")
+            .bind(id)
+            .bind(source)
+            .fetch_all(&self.db)
+            .await
+            .expect("event kinds")
+    }
+
+    /// (status, source) of the applied events of `id`, oldest first.
+    pub async fn applied(&self, id: &str) -> Vec<(String, String)> {
+        sqlx::query_as(
+            "SELECT status, source FROM payment_events WHERE payment_id = $1 AND version IS NOT NULL ORDER BY sequence",
+        )
+        .bind(id)
+        .fetch_all(&self.db)
+        .await
+        .expect("applied events")
+    }
+
+    /// Moves `id` `secs` seconds past its `expires_at` and makes its check due, instead of waiting.
+    pub async fn expire_now(&self, id: &str, secs: f64) {
+        sqlx::query("UPDATE payments SET expires_at = now() - make_interval(secs => $2) WHERE id = $1")
+            .bind(id)
+            .bind(secs)
+            .execute(&self.db)
+            .await
+            .expect("expire the payment");
+        sqlx::query("UPDATE provider_checks SET due_at = now() WHERE payment_id = $1")
+            .bind(id)
+            .execute(&self.db)
+            .await
+            .expect("make its check due");
+    }
+
     /// Number of rows in a table (assertions on audit and event logs).
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&self.db).await.expect("count query")
@@ -258,6 +300,12 @@ pub fn sandbox_body(event_id: &str, payment_id: &str, status: &str, amount_minor
         "occurred_at": "2026-11-23T10:00:00Z",
     })
     .to_string()
+}
+
+/// A timestamp as (seconds, nanos), for exact comparisons.
+pub fn seconds(ts: &Option<prost_types::Timestamp>) -> (i64, i32) {
+    let ts = ts.as_ref().expect("timestamp");
+    (ts.seconds, ts.nanos)
 }
 
 /// The `ErrorInfo` (reason, metadata) of a gRPC error, checking the domain.
