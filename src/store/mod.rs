@@ -35,8 +35,7 @@ impl Store {
         if cfg.create_if_missing {
             create_database_if_missing(&options).await?;
         }
-        let pool = PgPoolOptions::new()
-            .max_connections(cfg.max_connections)
+        let pool = pool_options(cfg.max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
@@ -74,6 +73,24 @@ impl Store {
         matches!(applied, Ok(Some(v)) if v >= latest)
     }
 }
+
+/// Pool settings shared by every pool of the service. sqlx pings a connection on every
+/// acquire by default: one more round trip per transaction. A connection idle for less than
+/// [`PING_AFTER_IDLE`] is handed out without it (a broken one fails its query, the pool drops
+/// it, and the next acquire gets another).
+pub fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new().max_connections(max_connections).test_before_acquire(false).before_acquire(|conn, meta| {
+        Box::pin(async move {
+            if meta.idle_for >= PING_AFTER_IDLE {
+                sqlx::Connection::ping(conn).await?;
+            }
+            Ok(true)
+        })
+    })
+}
+
+/// Idle time after which a pooled connection is checked before use.
+pub const PING_AFTER_IDLE: Duration = Duration::from_secs(30);
 
 /// Creates the target database through the `postgres` maintenance database when it is missing.
 /// Concurrent replicas racing to create it are fine: "already exists" counts as success.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -70,8 +70,7 @@ impl Hub {
     ) -> Result<Self, sqlx::Error> {
         let options = (*store.pool().connect_options()).clone();
         // One connection is the listener's; at least one more for reads.
-        let pool = PgPoolOptions::new()
-            .max_connections(pool_size.max(2))
+        let pool = crate::store::pool_options(pool_size.max(2))
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
@@ -95,7 +94,9 @@ impl Hub {
     /// A hub with a lazy pool and no reader task, for size and unit tests.
     #[cfg(test)]
     pub(super) fn detached_for_tests() -> Self {
-        let pool = PgPoolOptions::new().connect_lazy("postgres://127.0.0.1:1/none").unwrap_or_else(|e| panic!("{e}"));
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://127.0.0.1:1/none")
+            .unwrap_or_else(|e| panic!("{e}"));
         let (sender, _) = broadcast::channel(1);
         Self {
             inner: Arc::new(Inner {

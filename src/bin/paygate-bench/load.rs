@@ -92,7 +92,7 @@ pub async fn run<O: Op>(ops: Vec<O>, window: Window, probe: Probe) -> Sample {
         })
         .collect();
     tokio::time::sleep_until(from.into()).await;
-    let before = probe.snapshot();
+    let before = probe.snapshot().await;
     let mut sample = Sample::default();
     let mut last = from;
     for task in tasks {
@@ -111,8 +111,16 @@ pub async fn run<O: Op>(ops: Vec<O>, window: Window, probe: Probe) -> Sample {
             }
         }
     }
-    sample.cpu = before.until(&probe.snapshot());
+    sample.cpu = before.until(&probe.snapshot().await);
     sample.secs = last.duration_since(from).as_secs_f64();
     sample.latencies_us.sort_unstable();
     sample
+}
+
+/// No requests at all for `window`: what the server and Postgres do in the background.
+pub async fn idle(window: Window, probe: Probe) -> Sample {
+    tokio::time::sleep(window.warmup).await;
+    let before = probe.snapshot().await;
+    tokio::time::sleep(window.measure).await;
+    Sample { secs: window.measure.as_secs_f64(), cpu: before.until(&probe.snapshot().await), ..Default::default() }
 }

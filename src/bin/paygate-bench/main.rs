@@ -9,7 +9,7 @@
 //! Nothing is asserted: the exit status is 0 whenever the benchmark ran.
 //!
 //! ```sh
-//! cargo build --release --bins && $CARGO_TARGET_DIR/release/paygate-bench           # full, ~5 min
+//! cargo build --release --bins && $CARGO_TARGET_DIR/release/paygate-bench           # full, ~4 min
 //! $CARGO_TARGET_DIR/debug/paygate-bench --quick                                     # CI, < 60 s
 //! ```
 
@@ -127,6 +127,11 @@ impl Plan {
     fn runs(&self, op: &str) -> bool {
         self.ops.iter().any(|o| o == op)
     }
+
+    /// The client counts, or none when the operation is not run.
+    fn sweep(&self, enabled: bool) -> &[usize] {
+        if enabled { &self.clients } else { &[] }
+    }
 }
 
 /// The server under test and its database.
@@ -137,6 +142,8 @@ struct Env {
     /// A database this run created: (admin URL, name), dropped at the end.
     fresh: Option<(String, String)>,
     xpay: bool,
+    /// One connection to the database, for the CPU probe.
+    probe_db: Option<sqlx::PgPool>,
 }
 
 impl Env {
@@ -161,6 +168,7 @@ impl Env {
                 secret: Arc::new(secret),
                 fresh: None,
                 xpay: false,
+                probe_db: probe_pool(db).await,
             });
         }
         sweep_old_databases(&args.database).await;
@@ -187,6 +195,7 @@ impl Env {
                 secret: Arc::new(SANDBOX_SECRET.to_owned()),
                 fresh,
                 xpay: true,
+                probe_db: probe_pool(url.as_str()).await,
             }),
             Err(e) => {
                 drop_database(fresh.as_ref()).await;
@@ -196,13 +205,21 @@ impl Env {
     }
 
     async fn teardown(mut self) {
+        if let Some(pool) = self.probe_db.take() {
+            pool.close().await;
+        }
         self.server.stop();
         drop_database(self.fresh.as_ref()).await;
     }
 
     fn probe(&self) -> Probe {
-        Probe { server_pid: self.server.pid() }
+        Probe { server_pid: self.server.pid(), db: self.probe_db.clone() }
     }
+}
+
+async fn probe_pool(url: &str) -> Option<sqlx::PgPool> {
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await;
+    pool.map_err(|e| eprintln!("no CPU attribution by database: {e}")).ok()
 }
 
 async fn drop_database(fresh: Option<&(String, String)>) {
@@ -263,6 +280,15 @@ async fn clients(grpc: &str, n: usize) -> anyhow::Result<Vec<PaymentServiceClien
     Ok(ops::channels(grpc, n).await?.into_iter().map(PaymentServiceClient::new).collect())
 }
 
+/// Measures the background CPU of the server and Postgres with no requests.
+async fn idle_point(env: &Env, plan: &Plan, when: &str) -> Row {
+    let sample = load::idle(plan.window, env.probe()).await;
+    let mut row = Row::from_sample(report::IDLE, "baseline", 0, &sample, env.server.rss_mib());
+    row.notes = when.to_owned();
+    eprintln!("  idle {when}: server {:.0} %, db {:.0} % CPU", row.server_cpu_pct.unwrap_or(f64::NAN), row.db_cpu_pct);
+    row
+}
+
 /// Runs a SQL baseline point on its own pool of `min(clients, --baseline-max-connections)`.
 async fn sql_point<O: Op>(
     env: &Env,
@@ -317,8 +343,18 @@ async fn bench(args: &Args, plan: &Plan, env: &mut Env) -> anyhow::Result<Vec<Ro
     let sql_status_ids = Arc::new(parse(&status_ids)?);
     let sql_verify_ids = parse(&sql_verify_ids)?;
 
-    if plan.runs("create") {
-        for &c in &plan.clients {
+    rows.push(idle_point(env, plan, "after setup").await);
+    // Each paygate point is followed by its baselines at the same clients, so the ratios compare
+    // measurements taken close together on a machine whose background load drifts.
+    let (create, xpay) = (plan.runs("create"), plan.runs("xpay") && env.xpay);
+    if plan.runs("xpay") && !env.xpay {
+        eprintln!(
+            "skipping {}: needs a server this process starts (its XPay account is the mock)",
+            report::CREATE_XPAY
+        );
+    }
+    for &c in plan.sweep(create || xpay) {
+        if create {
             let ops = clients(&grpc, c).await?.into_iter().enumerate();
             let ops = ops.map(|(i, client)| ops::Create {
                 client,
@@ -328,71 +364,44 @@ async fn bench(args: &Args, plan: &Plan, env: &mut Env) -> anyhow::Result<Vec<Ro
             });
             rows.push(point(env, plan, report::CREATE, "paygate", ops.collect()).await);
         }
-    }
-    if plan.runs("xpay") {
-        if env.xpay {
-            for &c in &plan.clients {
-                let ops = clients(&grpc, c).await?.into_iter().enumerate();
-                let ops = ops.map(|(i, client)| ops::Create {
-                    client,
-                    provider: "xpay",
-                    tag: format!("{run}-x{c}-{i}"),
-                    n: 0,
-                });
-                rows.push(point(env, plan, report::CREATE_XPAY, "paygate", ops.collect()).await);
-            }
-        } else {
-            eprintln!(
-                "skipping {}: needs a server this process starts (its XPay account points at the mock)",
-                report::CREATE_XPAY
-            );
-        }
-    }
-    if plan.runs("create") || plan.runs("xpay") {
-        for &c in &plan.clients {
-            let make = |pool, i| ops::SqlCreate { pool, tag: format!("{run}-s{c}-{i}"), n: 0 };
-            rows.push(sql_point(env, plan, args, report::SQL_CREATE, c, make).await);
-        }
-    }
-    if plan.runs("status") {
-        for &c in &plan.clients {
+        if xpay {
             let ops = clients(&grpc, c).await?.into_iter().enumerate();
-            let ops = ops.map(|(i, client)| ops::Status { client, ids: status_ids.clone(), next: i, stride: c });
-            rows.push(point(env, plan, report::STATUS, "paygate", ops.collect()).await);
-        }
-        for &c in &plan.clients {
-            let make = |pool, i| ops::SqlStatus { pool, ids: sql_status_ids.clone(), next: i, stride: c };
-            rows.push(sql_point(env, plan, args, report::SQL_STATUS, c, make).await);
-        }
-        for &c in &plan.clients {
             let ops =
-                ops::channels(&grpc, c).await?.into_iter().map(|ch| ops::Health { client: HealthClient::new(ch) });
-            rows.push(point(env, plan, report::HEALTH, "baseline", ops.collect()).await);
+                ops.map(|(i, client)| ops::Create { client, provider: "xpay", tag: format!("{run}-x{c}-{i}"), n: 0 });
+            rows.push(point(env, plan, report::CREATE_XPAY, "paygate", ops.collect()).await);
         }
+        let make = |pool, i| ops::SqlCreate { pool, tag: format!("{run}-s{c}-{i}"), n: 0 };
+        rows.push(sql_point(env, plan, args, report::SQL_CREATE, c, make).await);
     }
-    if plan.runs("verify") {
-        for &c in &plan.clients {
-            let ops = clients(&grpc, c).await?.into_iter().enumerate();
-            let ops = ops.map(|(i, client)| ops::Verify {
-                client,
-                secret: env.secret.clone(),
-                payments: (i..per_set).step_by(c).map(|j| (verify_ids[j].clone(), j)).collect(),
-                tracker: tracker.clone(),
-                tag: format!("{run}-v{c}-{i}"),
-                n: 0,
-            });
-            rows.push(point(env, plan, report::VERIFY, "paygate", ops.collect()).await);
-        }
-        for &c in &plan.clients {
-            let make = |pool, i: usize| ops::SqlVerify {
-                pool,
-                payments: (i..per_set).step_by(c).map(|j| sql_verify_ids[j].clone()).collect(),
-                tag: format!("{run}-sv{c}-{i}"),
-                n: 0,
-            };
-            rows.push(sql_point(env, plan, args, report::SQL_VERIFY, c, make).await);
-        }
+    for &c in plan.sweep(plan.runs("status")) {
+        let ops = clients(&grpc, c).await?.into_iter().enumerate();
+        let ops = ops.map(|(i, client)| ops::Status { client, ids: status_ids.clone(), next: i, stride: c });
+        rows.push(point(env, plan, report::STATUS, "paygate", ops.collect()).await);
+        let make = |pool, i| ops::SqlStatus { pool, ids: sql_status_ids.clone(), next: i, stride: c };
+        rows.push(sql_point(env, plan, args, report::SQL_STATUS, c, make).await);
+        let ops = ops::channels(&grpc, c).await?.into_iter().map(|ch| ops::Health { client: HealthClient::new(ch) });
+        rows.push(point(env, plan, report::HEALTH, "baseline", ops.collect()).await);
     }
+    for &c in plan.sweep(plan.runs("verify")) {
+        let ops = clients(&grpc, c).await?.into_iter().enumerate();
+        let ops = ops.map(|(i, client)| ops::Verify {
+            client,
+            secret: env.secret.clone(),
+            payments: (i..per_set).step_by(c).map(|j| (verify_ids[j].clone(), j)).collect(),
+            tracker: tracker.clone(),
+            tag: format!("{run}-v{c}-{i}"),
+            n: 0,
+        });
+        rows.push(point(env, plan, report::VERIFY, "paygate", ops.collect()).await);
+        let make = |pool, i: usize| ops::SqlVerify {
+            pool,
+            payments: (i..per_set).step_by(c).map(|j| sql_verify_ids[j].clone()).collect(),
+            tag: format!("{run}-sv{c}-{i}"),
+            n: 0,
+        };
+        rows.push(sql_point(env, plan, args, report::SQL_VERIFY, c, make).await);
+    }
+    rows.push(idle_point(env, plan, "after the request points").await);
     if plan.runs("watch") {
         for &s in &plan.subscribers {
             let watch_plan = watch::Plan {
@@ -401,7 +410,7 @@ async fn bench(args: &Args, plan: &Plan, env: &mut Env) -> anyhow::Result<Vec<Ro
                 events: plan.watch_events,
                 rate: args.watch_rate,
             };
-            match watch::run(&mut env.server, &env.secret, watch_plan).await {
+            match watch::run(&mut env.server, env.probe_db.clone(), &env.secret, watch_plan).await {
                 Ok(d) => {
                     let row = Row::from_delivery(d);
                     eprintln!(
@@ -485,6 +494,7 @@ async fn main() -> anyhow::Result<()> {
     };
     env.teardown().await;
     let mut rows = result?;
+    report::sort(&mut rows);
     report::fill_ratios(&mut rows);
     let targets = report::targets(&rows);
     let machine = machine();

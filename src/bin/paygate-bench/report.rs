@@ -5,6 +5,7 @@ use serde::Serialize;
 use crate::load::{Sample, percentile_ms};
 use crate::watch::Delivery;
 
+pub const IDLE: &str = "idle (no requests)";
 pub const CREATE: &str = "CreateCheckout sandbox";
 pub const CREATE_XPAY: &str = "CreateCheckout xpay (HTTP mock)";
 pub const SQL_CREATE: &str = "SQL: CreateCheckout";
@@ -79,7 +80,7 @@ impl Row {
         let errors = (d.expected - d.delivered.min(d.expected)) as u64;
         let rss = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.0}"));
         let notes = format!(
-            "{} changes at {}/s over {} conns; delivered {}/{}; max {}; RSS idle {} → subscribed {} → peak {} MiB; subscribe {:.1} s",
+            "{} changes at {}/s over {} conns; delivered {}/{}; max {} ms; RSS idle {} → subscribed {} → peak {} MiB; subscribe {:.1} s",
             d.events,
             d.rate_per_sec,
             d.connections,
@@ -122,6 +123,13 @@ fn ms(v: Option<f64>) -> String {
         Some(v) => format!("{v:.1}"),
         None => "–".to_owned(),
     }
+}
+
+/// Groups the rows by operation (in the table's order), keeping the run order within each.
+pub fn sort(rows: &mut [Row]) {
+    const ORDER: [&str; 10] =
+        [IDLE, CREATE, CREATE_XPAY, SQL_CREATE, STATUS, SQL_STATUS, HEALTH, VERIFY, SQL_VERIFY, WATCH];
+    rows.sort_by_key(|r| ORDER.iter().position(|o| *o == r.operation).unwrap_or(ORDER.len()));
 }
 
 fn find<'a>(rows: &'a [Row], operation: &str, clients: usize) -> Option<&'a Row> {

@@ -1,6 +1,7 @@
 //! The `paygate` server under test (a child process or one already running) and CPU/RSS
 //! readings from `/proc`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -125,15 +126,36 @@ fn process_ticks(pid: &str) -> Option<(String, u64)> {
     Some((comm, ticks))
 }
 
-/// CPU ticks of every `postgres` process (the whole cluster: backends, WAL writer, checkpointer).
-fn postgres_ticks() -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())).map(str::to_owned))
-        .filter_map(|pid| process_ticks(&pid))
-        .filter(|(comm, _)| comm == "postgres")
-        .map(|(_, ticks)| ticks)
-        .sum()
+/// CPU ticks of the Postgres processes that work for the benchmark's database: its backends and
+/// the cluster's background processes (WAL writer, checkpointer, …), by pid. Backends of other
+/// databases on the same cluster count as "other". Without a pool: every `postgres` process.
+async fn postgres_ticks(db: Option<&sqlx::PgPool>) -> HashMap<u32, u64> {
+    let ours: Option<Vec<i32>> = match db {
+        Some(pool) => {
+            sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = current_database() OR datname IS NULL")
+                .fetch_all(pool)
+                .await
+                .ok()
+        }
+        None => None,
+    };
+    let pids: Vec<String> = match ours {
+        Some(pids) => pids.iter().map(i32::to_string).collect(),
+        None => std::fs::read_dir("/proc")
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                    .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    pids.iter()
+        .filter_map(|pid| {
+            let (comm, ticks) = process_ticks(pid)?;
+            (comm == "postgres").then(|| Some((pid.parse().ok()?, ticks))).flatten()
+        })
+        .collect()
 }
 
 /// Busy ticks of the whole machine (all cores), from `/proc/stat`.
@@ -147,12 +169,12 @@ fn machine_busy_ticks() -> u64 {
 }
 
 /// One reading of every CPU counter.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     at: Instant,
     server: Option<u64>,
     bench: u64,
-    postgres: u64,
+    postgres: HashMap<u32, u64>,
     machine: u64,
 }
 
@@ -161,24 +183,28 @@ pub struct Snapshot {
 pub struct CpuUse {
     pub server: Option<f64>,
     pub bench: f64,
+    /// Postgres working for the benchmark's database (its backends and the background processes).
     pub db: f64,
     /// Everything else on the machine (other processes, interrupts).
     pub other: f64,
 }
 
 /// Takes CPU readings of the server, this process, Postgres and the machine.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Probe {
     pub server_pid: Option<u32>,
+    /// A connection to the benchmark's database, to tell its backends from other databases'.
+    pub db: Option<sqlx::PgPool>,
 }
 
 impl Probe {
-    pub fn snapshot(&self) -> Snapshot {
+    pub async fn snapshot(&self) -> Snapshot {
+        let postgres = postgres_ticks(self.db.as_ref()).await;
         Snapshot {
             at: Instant::now(),
             server: self.server_pid.and_then(|p| process_ticks(&p.to_string())).map(|(_, t)| t),
             bench: process_ticks("self").map_or(0, |(_, t)| t),
-            postgres: postgres_ticks(),
+            postgres,
             machine: machine_busy_ticks(),
         }
     }
@@ -194,7 +220,10 @@ impl Snapshot {
             _ => None,
         };
         let bench = pct(self.bench, later.bench);
-        let db = pct(self.postgres, later.postgres);
+        // A backend that started during the interval counts from zero; one that ended is lost.
+        let db_ticks: u64 =
+            later.postgres.iter().map(|(pid, &t)| t.saturating_sub(self.postgres.get(pid).copied().unwrap_or(0))).sum();
+        let db = pct(0, db_ticks);
         let machine = pct(self.machine, later.machine);
         let other = (machine - server.unwrap_or(0.0) - bench - db).max(0.0);
         CpuUse { server, bench, db, other }

@@ -62,13 +62,13 @@ fn max_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 
 /// Runs one delivery point. A server this process owns is restarted first, so RSS starts from
 /// a fresh process as in the earlier `watch-bench` figures.
-pub async fn run(server: &mut Server, secret: &str, plan: Plan) -> anyhow::Result<Delivery> {
+pub async fn run(server: &mut Server, db: Option<sqlx::PgPool>, secret: &str, plan: Plan) -> anyhow::Result<Delivery> {
     let fresh_server = server.owned();
     if fresh_server {
         server.restart().await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let probe = Probe { server_pid: server.pid() };
+    let probe = Probe { server_pid: server.pid(), db };
     let rss_idle = server.rss_mib();
     let payments = ops::create_payments(&server.grpc, 10, 2).await?;
     // Let the creates' events get their positions before anyone subscribes "from now".
@@ -124,7 +124,7 @@ pub async fn run(server: &mut Server, secret: &str, plan: Plan) -> anyhow::Resul
 
     // A steady stream of changes: each payment flips between PROCESSING and PENDING.
     let mut peak = rss_subscribed;
-    let before = probe.snapshot();
+    let before = probe.snapshot().await;
     let changes_started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / plan.rate.max(1)));
     let mut processing = vec![false; payments.len()];
@@ -150,7 +150,7 @@ pub async fn run(server: &mut Server, secret: &str, plan: Plan) -> anyhow::Resul
         }
     }
     let secs = changes_started.elapsed().as_secs_f64();
-    let cpu = before.until(&probe.snapshot());
+    let cpu = before.until(&probe.snapshot().await);
     peak = max_opt(peak, server.rss_mib());
     let mut latencies_us = std::mem::take(&mut *latencies.lock().await);
     latencies_us.sort_unstable();
