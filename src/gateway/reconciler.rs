@@ -39,7 +39,7 @@ pub const RECONCILIATION_FAILED: &str = "RECONCILIATION_FAILED";
 /// One provider account's limits on this replica.
 #[derive(Debug)]
 pub(super) struct AccountLimiter {
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     rate: DefaultDirectRateLimiter,
 }
 
@@ -53,6 +53,8 @@ enum Step {
     Park,
     /// Ask again at this time.
     Next(DateTime<Utc>),
+    /// The account's concurrency or rate limit is reached: due again shortly, no failure.
+    Postpone,
     /// The provider could not answer: back off.
     Retry(String),
 }
@@ -84,7 +86,7 @@ impl Gateway {
         let build = || {
             let per_sec = NonZeroU32::new(cfg.check_rate_per_sec).unwrap_or(NonZeroU32::MIN);
             Arc::new(AccountLimiter {
-                slots: Semaphore::new(cfg.check_concurrency.max(1) as usize),
+                slots: Arc::new(Semaphore::new(cfg.check_concurrency.max(1) as usize)),
                 rate: RateLimiter::direct(Quota::per_second(per_sec)),
             })
         };
@@ -92,6 +94,14 @@ impl Gateway {
             Ok(mut map) => map.entry((provider.to_owned(), account.to_owned())).or_insert_with(build).clone(),
             Err(_) => build(),
         }
+    }
+
+    /// A slot and a rate token of the account, each awaited at most [`MAX_RATE_WAIT`].
+    async fn call_permit(&self, provider: &str, account: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let limiter = self.limiter(provider, account);
+        let slot = tokio::time::timeout(MAX_RATE_WAIT, limiter.slots.clone().acquire_owned()).await.ok()?.ok()?;
+        tokio::time::timeout(MAX_RATE_WAIT, limiter.rate.until_ready()).await.ok()?;
+        Some(slot)
     }
 
     /// Claims up to `limit` due checks for this replica.
@@ -119,36 +129,25 @@ impl Gateway {
         }
     }
 
-    /// Runs one claimed check within its account's limits, then records the step.
+    /// Runs one claimed check, then records the step.
     async fn run_claimed(self, claimed: Claimed) {
-        let limiter = self.limiter(&claimed.provider, &claimed.account);
-        // Waiting for the account's slot or rate is bounded, well inside the lease; past it the
-        // check is postponed (never dropped) and this task's slot in the batch is free again.
-        let slot = tokio::time::timeout(MAX_RATE_WAIT, limiter.slots.acquire()).await;
-        let _slot = match slot {
-            Ok(Ok(slot)) => Some(slot),
-            Ok(Err(_)) => return,
-            Err(_) => None,
-        };
-        let ready = _slot.is_some() && tokio::time::timeout(MAX_RATE_WAIT, limiter.rate.until_ready()).await.is_ok();
-        if !ready {
-            // Rate limiting postpones a check, never drops it.
-            self.metrics().count(&claimed.provider, "check_postponed");
-            let due = Utc::now() + TimeDelta::from_std(MAX_RATE_WAIT).unwrap_or_default();
-            let result = async {
-                let mut conn = self.store().pool().acquire().await?;
-                checks::postpone(&mut conn, &claimed, due).await
-            }
-            .await;
-            self.note_fence(&claimed, result);
-            return;
-        }
         let step = match self.check(&claimed).await {
             Ok(step) => step,
             Err(e) => Step::Retry(format!("internal: {}", e.reason())),
         };
         let cfg = self.reconciler_config();
         match step.clone() {
+            Step::Postpone => {
+                // The account's limits postpone a check, never drop it.
+                self.metrics().count(&claimed.provider, "check_postponed");
+                let due = Utc::now() + TimeDelta::from_std(MAX_RATE_WAIT).unwrap_or_default();
+                let result = async {
+                    let mut conn = self.store().pool().acquire().await?;
+                    checks::postpone(&mut conn, &claimed, due).await
+                }
+                .await;
+                self.note_fence(&claimed, result);
+            }
             Step::Done | Step::Park => {
                 self.metrics().count(&claimed.provider, "check_done");
                 let finished = async {
@@ -220,6 +219,16 @@ impl Gateway {
                 return self.expire_unreconciled(&payment, "the provider account is no longer configured").await;
             }
             Err(_) => return Ok(Step::Retry("provider account not configured".into())),
+        };
+        // Calls to a provider go through its account's limits; waiting is bounded, well inside
+        // the lease, and past it the check is postponed (never dropped). Held to the end.
+        let _permit = if provider.calls_out() {
+            match self.call_permit(&claimed.provider, &claimed.account).await {
+                Some(permit) => Some(permit),
+                None => return Ok(Step::Postpone),
+            }
+        } else {
+            None
         };
         if !payment.status.is_open() {
             return Ok(self.check_closed(&*provider, &payment, grace, now).await);

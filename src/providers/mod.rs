@@ -374,6 +374,12 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
         CallbackTransport::ServerToServer
     }
 
+    /// Whether status lookups and cancels call out to the provider (they then count against the
+    /// account's `check_concurrency` and `check_rate_per_sec`).
+    fn calls_out(&self) -> bool {
+        true
+    }
+
     /// Whether sending the same create again opens no second checkout (the provider dedupes on
     /// our reference, so a resend is its lookup). Then a create whose outcome is unknown leaves
     /// the idempotency key retryable; otherwise a retry with the same key never calls create.

@@ -131,6 +131,11 @@ impl Provider for Sandbox {
         &self.account
     }
 
+    /// The sandbox answers in process: no account limits apply.
+    fn calls_out(&self) -> bool {
+        false
+    }
+
     /// The no-JavaScript page with Pay, Fail and Cancel.
     fn checkout_page(&self, _payment: &Payment) -> Option<CheckoutPage> {
         let actions = &[("pay", "Pay"), ("fail", "Fail"), ("cancel", "Cancel")];

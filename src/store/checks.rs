@@ -87,17 +87,25 @@ pub struct Claimed {
     pub account: String,
 }
 
-/// Leases up to `limit` due rows (oldest first) for `lease_secs`, skipping rows other workers
-/// are claiming at the same moment. Rows whose lease expired are due again.
+/// Leases up to `limit` due rows (oldest first) for `lease_secs`. Rows whose lease expired are
+/// due again.
 pub async fn claim(conn: &mut PgConnection, limit: i64, lease_secs: f64) -> Result<Vec<Claimed>, sqlx::Error> {
+    // Two index range scans (due rows; rows whose lease ran out), oldest first. No row locks
+    // here: the UPDATE re-checks the condition under the row lock, so when two workers pick the
+    // same row only the first claims it (the second finds it leased and skips it).
     sqlx::query_as(
-        "WITH due AS ( \
-             SELECT payment_id FROM provider_checks \
-             WHERE (leased_until IS NULL AND due_at <= clock_timestamp()) OR leased_until <= clock_timestamp() \
-             ORDER BY COALESCE(leased_until, due_at) LIMIT $1 FOR UPDATE SKIP LOCKED) \
+        "WITH candidates AS ( \
+             (SELECT payment_id, due_at AS since FROM provider_checks \
+              WHERE leased_until IS NULL AND due_at <= clock_timestamp() ORDER BY due_at LIMIT $1) \
+             UNION ALL \
+             (SELECT payment_id, leased_until FROM provider_checks \
+              WHERE leased_until <= clock_timestamp() ORDER BY leased_until LIMIT $1)), \
+         due AS (SELECT payment_id FROM candidates ORDER BY since LIMIT $1) \
          UPDATE provider_checks c SET leased_until = date_trunc('milliseconds', clock_timestamp()) \
                  + make_interval(secs => $2), due_at = NULL, last_checked_at = clock_timestamp() \
-         FROM due, payments p WHERE c.payment_id = due.payment_id AND p.id = c.payment_id \
+         FROM due, payments p \
+         WHERE c.payment_id = due.payment_id AND p.id = c.payment_id \
+           AND ((c.leased_until IS NULL AND c.due_at <= clock_timestamp()) OR c.leased_until <= clock_timestamp()) \
          RETURNING c.payment_id, c.reason, c.attempts, c.leased_until, p.provider, p.account",
     )
     .bind(limit)

@@ -93,20 +93,34 @@ pub async fn read_after(
 ) -> Result<Vec<LogEvent>, sqlx::Error> {
     let ids = (!filter.payment_ids.is_empty()).then_some(&filter.payment_ids);
     let providers = (!filter.providers.is_empty()).then_some(&filter.providers);
-    let rows: Vec<LogRow> = sqlx::query_as(
-        "SELECT p.position, e.snapshot, e.previous_status, e.source, e.created_at \
+    // The unfiltered read (the shared live reader, most replays) has its own statement: a cached
+    // generic plan of the filtered one cannot use the position index as well.
+    let rows: Vec<LogRow> = if ids.is_none() && providers.is_none() {
+        sqlx::query_as(
+            "SELECT p.position, e.snapshot, e.previous_status, e.source, e.created_at \
+             FROM event_positions p JOIN payment_events e ON e.sequence = p.event_sequence \
+             WHERE p.position > $1 ORDER BY p.position LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?
+    } else {
+        sqlx::query_as(
+            "SELECT p.position, e.snapshot, e.previous_status, e.source, e.created_at \
          FROM event_positions p JOIN payment_events e ON e.sequence = p.event_sequence \
          WHERE p.position > $1 \
            AND ($3::text[] IS NULL OR e.payment_id = ANY($3)) \
            AND ($4::text[] IS NULL OR e.snapshot->>'provider' = ANY($4)) \
          ORDER BY p.position LIMIT $2",
-    )
-    .bind(after)
-    .bind(limit)
-    .bind(ids)
-    .bind(providers)
-    .fetch_all(conn)
-    .await?;
+        )
+        .bind(after)
+        .bind(limit)
+        .bind(ids)
+        .bind(providers)
+        .fetch_all(conn)
+        .await?
+    };
     Ok(rows
         .into_iter()
         .map(|(sequence, snapshot, previous_status, source, occurred_at)| LogEvent {
