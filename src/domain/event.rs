@@ -12,6 +12,9 @@ pub enum EventKind {
     ProviderRejected,
     /// The create's outcome is unknown; the payment is checked at the provider (not applied).
     CreateOutcomeUnknown,
+    /// The provider did not process the create (connect failure, 429, 503); a retry with the
+    /// same key may send it again (not applied).
+    CreateNotProcessed,
     /// A report moved the payment to another status.
     StatusChanged,
     /// A reported amount or currency differs from the payment.
@@ -40,6 +43,7 @@ impl EventKind {
             Self::CheckoutOpened => "checkout_opened",
             Self::ProviderRejected => "provider_rejected",
             Self::CreateOutcomeUnknown => "create_outcome_unknown",
+            Self::CreateNotProcessed => "create_not_processed",
             Self::StatusChanged => "status_changed",
             Self::AmountMismatch => "amount_mismatch",
             Self::UnknownStatus => "unknown_status",

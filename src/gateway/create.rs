@@ -228,6 +228,7 @@ impl Gateway {
                 }
             }
             Err(transient) => {
+                payments::record_not_applied(&mut tx, &before, &info(EventKind::CreateNotProcessed)).await?;
                 tx.commit().await?;
                 Err(transient.into())
             }

@@ -288,8 +288,13 @@ impl Gateway {
             Ok(()) | Err(ProviderError::Rejected { .. } | ProviderError::Unsupported) => None,
             Err(e) => Some(e.summary()),
         };
-        self.metrics().count_call(provider.name(), "status");
-        let report = match provider.fetch_status(payment).await {
+        let fetched = if self.lookup_allowed(payment).await? {
+            self.metrics().count_call(provider.name(), "status");
+            provider.fetch_status(payment).await
+        } else {
+            Ok(None)
+        };
+        let report = match fetched {
             Ok(Some(report)) => report,
             Ok(None) if cancel_failed.is_none() => {
                 self.metrics().count(provider.name(), "local_expiry");
@@ -349,6 +354,11 @@ impl Gateway {
         provider: &dyn Provider,
         payment: &Payment,
     ) -> Result<Option<(Payment, StatusReport)>, ProviderError> {
+        match self.lookup_allowed(payment).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) => return Err(ProviderError::Unavailable(format!("database: {}", e.reason()))),
+        }
         self.metrics().count_call(provider.name(), "status");
         let Some(report) = provider.fetch_status(payment).await? else { return Ok(None) };
         let source =

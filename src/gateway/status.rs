@@ -45,9 +45,24 @@ impl Gateway {
         payment.ok_or(ApiError::PaymentNotFound)
     }
 
+    /// Whether the provider may be asked about `payment`. Not when it has no checkout and its
+    /// last create was one the provider did not process: a provider that dedupes creates answers
+    /// a lookup by re-sending the create (Exirom), which would open a checkout the caller gave up
+    /// on. Every other case (an answer lost, a crash mid-call) is looked up.
+    pub(super) async fn lookup_allowed(&self, payment: &Payment) -> Result<bool, ApiError> {
+        if payment.provider_checkout_id.is_some() || payment.checkout_url.is_some() {
+            return Ok(true);
+        }
+        let mut conn = self.store().pool().acquire().await?;
+        Ok(!payments::last_create_not_processed(&mut conn, &payment.id).await?)
+    }
+
     /// Asks the payment's provider for its status and applies what it says. A provider failure
     /// is returned, never hidden behind stale data.
     pub async fn refresh(&self, payment: Payment, source: EventSource) -> Result<Payment, ApiError> {
+        if !self.lookup_allowed(&payment).await? {
+            return Ok(payment);
+        }
         let provider = self.registry().resolve(&payment.provider, &payment.account)?;
         self.metrics().count_call(provider.name(), "status");
         let Some(report) = provider.fetch_status(&payment).await? else {

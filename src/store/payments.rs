@@ -276,6 +276,20 @@ pub async fn due_for_expiry(conn: &mut PgConnection, limit: i64) -> Result<Vec<S
     .await
 }
 
+/// Whether the payment's last create attempt was one the provider did not process (and no
+/// checkout or outcome-unknown attempt came after it).
+pub async fn last_create_not_processed(conn: &mut PgConnection, id: &PaymentId) -> Result<bool, sqlx::Error> {
+    let kind: Option<String> = sqlx::query_scalar(
+        "SELECT kind FROM payment_events WHERE payment_id = $1 \
+             AND kind IN ('create_not_processed', 'create_outcome_unknown', 'checkout_opened') \
+         ORDER BY sequence DESC LIMIT 1",
+    )
+    .bind(id.as_str())
+    .fetch_optional(conn)
+    .await?;
+    Ok(kind.as_deref() == Some(EventKind::CreateNotProcessed.as_str()))
+}
+
 /// One event as recorded, for inspection and tests.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRow {

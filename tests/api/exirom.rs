@@ -905,3 +905,37 @@ fn a_disabled_provider_s_accounts_are_not_checked() {
     disabled.providers.exirom.accounts.insert("off".into(), ExiromAccount::default());
     assert!(disabled.validate().is_ok());
 }
+
+/// A create Exirom did not process (503) that the caller never retried: Exirom's lookup of a
+/// payment without a transaction is the create itself, so the payment's checks must not send it
+/// (that would open a checkout the caller gave up on). It expires locally.
+#[tokio::test]
+async fn a_create_exirom_did_not_process_is_never_sent_by_a_check() {
+    let mock = MockServer::start().await;
+    auth_mock(vec![jwt("t", in_30_days())], Arc::new(AtomicUsize::new(0))).mount(&mock).await;
+    Mock::given(method("POST"))
+        .and(path("/api/v1/payments/apm"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&mock)
+        .await;
+    // One method, so that a lookup could rebuild the create.
+    let mut config = account(format!("{}/api", mock.uri()));
+    config.methods.remove("mpesa");
+    let ctx = ProviderContext { public_base_url: "http://127.0.0.1:9".into(), client: reqwest::Client::new() };
+    let app = spawn_app_with(|_| {}, vec![Arc::new(Exirom::new("default", &config, &ctx).unwrap())]).await;
+    let status = app.grpc.clone().create_checkout(<Harness as ProviderDouble>::request("ex-503")).await.unwrap_err();
+    assert_eq!(error_info(&status).0, "PROVIDER_UNAVAILABLE");
+    let id: String = sqlx::query_scalar("SELECT id FROM payments").fetch_one(&app.db).await.unwrap();
+
+    // Its scheduled check, and a refresh, ask nothing.
+    sqlx::query("UPDATE provider_checks SET due_at = now()").execute(&app.db).await.unwrap();
+    app.gateway.run_due_checks().await.unwrap();
+    let request = pb::GetPaymentStatusRequest { payment_id: id.clone(), refresh: true, ..Default::default() };
+    assert!(app.grpc.clone().get_payment_status(request).await.is_ok());
+    // Its expiry neither.
+    sqlx::query("UPDATE payments SET expires_at = now() - interval '1 second'").execute(&app.db).await.unwrap();
+    sqlx::query("UPDATE provider_checks SET due_at = now()").execute(&app.db).await.unwrap();
+    app.gateway.run_due_checks().await.unwrap();
+    assert_eq!(app.get_payment(&id).await.status(), PaymentStatus::Expired);
+    assert_eq!(common::requests_to(&mock, "POST", "/api/v1/payments/apm").await, 1, "the create is sent once");
+}
