@@ -5,9 +5,9 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use crate::common::{Process, spawn_app_with, spawn_process};
+use crate::xpay::{session, session_created, session_id_for};
 use paygate::pb::{self, PaymentStatus};
 use paygate::providers::xpay::XpayAccount;
-use serde_json::{Value, json};
 use sqlx::PgPool;
 use wiremock::matchers::{header, method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -62,41 +62,8 @@ async fn fifty_sigterms_in_a_row_all_exit_zero() {
 // SIGKILL with provider checks queued and in flight
 // ---------------------------------------------------------------------------------------------
 
-/// The session id the XPay double gives a payment (test mode, like the key).
-fn session_id_for(payment_id: &str) -> String {
-    format!("cs_test_{}", &payment_id[4..])
-}
-
-/// A Checkout Session object as XPay returns it.
-fn session(id: &str, payment_id: &str, status: &str, amount: i64, currency: &str) -> Value {
-    json!({
-        "id": id, "object": "checkout.session", "status": status,
-        "url": format!("https://checkout.xpay.app/c/{id}"),
-        "amountTotal": amount, "currency": currency,
-        "paymentIntent": { "id": format!("pi_{}", &payment_id[4..]) },
-        "metadata": { "paygate_payment_id": payment_id },
-    })
-}
-
-/// `POST /checkout/sessions`: an open session for the payment named in the metadata.
-struct SessionCreated;
-
-impl Respond for SessionCreated {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
-        let payment_id = body["metadata"]["paygate_payment_id"].as_str().unwrap_or("pay_unknown");
-        let id = session_id_for(payment_id);
-        ResponseTemplate::new(200).set_body_json(json!({
-            "id": id,
-            "object": "checkout.session",
-            "status": "open",
-            "url": format!("https://checkout.xpay.app/c/{id}"),
-            "amountTotal": AMOUNT,
-            "currency": "EGP",
-            "afterCompletion": body["afterCompletion"],
-        }))
-    }
-}
+// The XPay double's sessions are tests/api/xpay.rs's: one open session per payment, derived from
+// its id.
 
 /// `GET /checkout/sessions/{id}`: complete, with the right amount, after [`LOOKUP_DELAY`].
 struct SlowComplete;
@@ -117,7 +84,7 @@ async fn xpay_double() -> MockServer {
     Mock::given(method("POST"))
         .and(path("/checkout/sessions"))
         .and(header("authorization", format!("Bearer {SECRET_KEY}").as_str()))
-        .respond_with(SessionCreated)
+        .respond_with(session_created)
         .mount(&mock)
         .await;
     Mock::given(method("GET"))

@@ -94,13 +94,13 @@ impl RequestCheck for CreateBody {
     }
 }
 
-fn session_id_for(payment_id: &str) -> String {
+pub(crate) fn session_id_for(payment_id: &str) -> String {
     format!("cs_test_{}", &payment_id[4..])
 }
 
 /// The documented create response; the session id is derived from our payment id so every
 /// payment gets its own session.
-fn session_created(request: &Request) -> ResponseTemplate {
+pub(crate) fn session_created(request: &Request) -> ResponseTemplate {
     let body = conformance::json_body(request).unwrap_or_default();
     let payment_id = body["metadata"]["paygate_payment_id"].as_str().unwrap_or("pay_unknown");
     let id = session_id_for(payment_id);
@@ -125,7 +125,7 @@ fn session_created(request: &Request) -> ResponseTemplate {
 }
 
 /// A Checkout Session object as `GET /checkout/sessions/{id}` returns it.
-fn session(id: &str, payment_id: &str, status: &str, amount: i64, currency: &str) -> Value {
+pub(crate) fn session(id: &str, payment_id: &str, status: &str, amount: i64, currency: &str) -> Value {
     json!({
         "id": id, "object": "checkout.session", "status": status,
         "url": format!("https://checkout.xpay.app/c/{id}"),
