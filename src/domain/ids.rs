@@ -49,24 +49,6 @@ impl<'de> serde::Deserialize<'de> for PaymentId {
     }
 }
 
-impl AsRef<str> for PaymentId {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl PartialEq<str> for PaymentId {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
-impl PartialEq<&str> for PaymentId {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
-    }
-}
-
 impl PartialEq<String> for PaymentId {
     fn eq(&self, other: &String) -> bool {
         &self.0 == other

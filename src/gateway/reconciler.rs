@@ -136,7 +136,7 @@ impl Gateway {
             Err(e) => Step::Retry(format!("internal: {}", e.reason())),
         };
         let cfg = self.reconciler_config();
-        match step.clone() {
+        match step {
             Step::Postpone => {
                 // The account's limits postpone a check, never drop it.
                 self.metrics().count(&claimed.provider, "check_postponed");
@@ -150,9 +150,10 @@ impl Gateway {
             }
             Step::Done | Step::Park => {
                 self.metrics().count(&claimed.provider, "check_done");
+                let park = step == Step::Park;
                 let finished = async {
                     let mut conn = self.store().pool().acquire().await?;
-                    if step == Step::Park {
+                    if park {
                         checks::park(&mut conn, &claimed).await
                     } else {
                         checks::finish(&mut conn, &claimed).await
@@ -262,7 +263,7 @@ impl Gateway {
             expires_at.map_or(at, |e| at.min(e))
         };
         match self.look_up(provider, payment).await {
-            Ok(Some((after, _))) if after.status == PaymentStatus::Succeeded => Ok(Step::Done),
+            Ok(Some(after)) if after.status == PaymentStatus::Succeeded => Ok(Step::Done),
             Ok(Some(_)) => Ok(Step::Next(next(Utc::now()))),
             // Nothing can be learned before expiry (no lookup, or no provider id yet).
             Ok(None) => Ok(expires_at.map_or(Step::Done, Step::Next)),
@@ -288,13 +289,7 @@ impl Gateway {
             Ok(()) | Err(ProviderError::Rejected { .. } | ProviderError::Unsupported) => None,
             Err(e) => Some(e.summary()),
         };
-        let fetched = if self.lookup_allowed(payment).await? {
-            self.metrics().count_call(provider.name(), "status");
-            provider.fetch_status(payment).await
-        } else {
-            Ok(None)
-        };
-        let report = match fetched {
+        let report = match self.fetch(provider, payment).await {
             Ok(Some(report)) => report,
             Ok(None) if cancel_failed.is_none() => {
                 self.metrics().count(provider.name(), "local_expiry");
@@ -339,32 +334,34 @@ impl Gateway {
         now: DateTime<Utc>,
     ) -> Step {
         match self.look_up(provider, payment).await {
-            Ok(Some((after, _))) if after.status == PaymentStatus::Succeeded => Step::Done,
+            Ok(Some(after)) if after.status == PaymentStatus::Succeeded => Step::Done,
             Ok(_) => Step::Park,
             Err(_) if now >= payment.updated_at + grace => Step::Park,
             Err(e) => Step::Retry(e.summary()),
         }
     }
 
-    /// Asks the provider and applies the answer (`source` `reconciler`; `expiry` when the
-    /// provider itself reports the session expired). `None`: no lookup is possible. The report
-    /// is returned with the payment after it.
-    async fn look_up(
-        &self,
-        provider: &dyn Provider,
-        payment: &Payment,
-    ) -> Result<Option<(Payment, StatusReport)>, ProviderError> {
+    /// The provider's answer about `payment`, when it may be asked (see
+    /// [`Gateway::lookup_allowed`]). `None`: no lookup is possible.
+    async fn fetch(&self, provider: &dyn Provider, payment: &Payment) -> Result<Option<StatusReport>, ProviderError> {
         match self.lookup_allowed(payment).await {
             Ok(true) => {}
             Ok(false) => return Ok(None),
             Err(e) => return Err(ProviderError::Unavailable(format!("database: {}", e.reason()))),
         }
         self.metrics().count_call(provider.name(), "status");
-        let Some(report) = provider.fetch_status(payment).await? else { return Ok(None) };
+        provider.fetch_status(payment).await
+    }
+
+    /// Asks the provider and applies the answer (`source` `reconciler`; `expiry` when the
+    /// provider itself reports the session expired). Returns the payment after it; `None`: no
+    /// lookup is possible.
+    async fn look_up(&self, provider: &dyn Provider, payment: &Payment) -> Result<Option<Payment>, ProviderError> {
+        let Some(report) = self.fetch(provider, payment).await? else { return Ok(None) };
         let source =
             if report.status == Some(PaymentStatus::Expired) { EventSource::Expiry } else { EventSource::Reconciler };
         match self.apply_report(&payment.id, &report, source).await {
-            Ok(after) => Ok(Some((after, report))),
+            Ok(after) => Ok(Some(after)),
             Err(e) => Err(ProviderError::Unavailable(format!("cannot apply the answer: {}", e.reason()))),
         }
     }

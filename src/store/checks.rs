@@ -193,35 +193,3 @@ pub async fn postpone(conn: &mut PgConnection, claimed: &Claimed, due_at: DateTi
     .rows_affected();
     Ok(n == 1)
 }
-
-/// One row as stored, for operators and tests.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct CheckRow {
-    pub payment_id: String,
-    pub due_at: Option<DateTime<Utc>>,
-    pub reason: String,
-    pub attempts: i32,
-    pub last_error: Option<String>,
-    pub leased_until: Option<DateTime<Utc>>,
-}
-
-/// The check row of a payment, if any.
-pub async fn get(conn: &mut PgConnection, payment_id: &str) -> Result<Option<CheckRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT payment_id, due_at, reason, attempts, last_error, leased_until FROM provider_checks WHERE payment_id = $1",
-    )
-    .bind(payment_id)
-    .fetch_optional(conn)
-    .await
-}
-
-/// Rows due now and how long the oldest has waited, in seconds (queue depth metrics).
-pub async fn backlog(conn: &mut PgConnection) -> Result<(i64, f64), sqlx::Error> {
-    let (due, age): (i64, Option<f64>) = sqlx::query_as(
-        "SELECT COUNT(*), EXTRACT(EPOCH FROM clock_timestamp() - MIN(due_at))::float8 FROM provider_checks \
-         WHERE leased_until IS NULL AND due_at <= clock_timestamp()",
-    )
-    .fetch_one(conn)
-    .await?;
-    Ok((due, age.unwrap_or(0.0)))
-}
