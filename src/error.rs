@@ -45,6 +45,12 @@ pub enum ApiError {
     SequenceAhead { newest_sequence: i64 },
     #[error("server is shutting down; reconnect with after_sequence")]
     ShuttingDown,
+    #[error("missing or unknown caller credentials")]
+    Unauthenticated,
+    #[error("the caller's grant does not allow this")]
+    CallerNotAllowed,
+    #[error("request body is larger than {limit} bytes")]
+    BodyTooLarge { limit: usize },
     #[error("not implemented yet")]
     Unimplemented,
     #[error("internal error")]
@@ -76,6 +82,9 @@ impl ApiError {
             Self::SequenceExpired { .. } => "SEQUENCE_EXPIRED",
             Self::SequenceAhead { .. } => "SEQUENCE_AHEAD",
             Self::ShuttingDown => "SHUTTING_DOWN",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::CallerNotAllowed => "CALLER_NOT_ALLOWED",
+            Self::BodyTooLarge { .. } => "BODY_TOO_LARGE",
             Self::Unimplemented => "UNIMPLEMENTED",
             Self::Internal(_) => "INTERNAL",
         }
@@ -93,6 +102,9 @@ impl ApiError {
             Self::IdempotencyInProgress => Code::Aborted,
             Self::SequenceExpired { .. } | Self::SequenceAhead { .. } => Code::OutOfRange,
             Self::ShuttingDown => Code::Unavailable,
+            Self::Unauthenticated => Code::Unauthenticated,
+            Self::CallerNotAllowed => Code::PermissionDenied,
+            Self::BodyTooLarge { .. } => Code::ResourceExhausted,
             Self::Unimplemented => Code::Unimplemented,
             Self::Internal(_) => Code::Internal,
         }
@@ -127,6 +139,9 @@ impl ApiError {
             Self::ProviderRejected { .. } => 422,
             Self::ProviderUnavailable | Self::ProviderOutcomeUnknown { .. } => 503,
             Self::ProviderTimeout => 504,
+            Self::Unauthenticated => 401,
+            Self::CallerNotAllowed => 403,
+            Self::BodyTooLarge { .. } => 413,
             Self::Unimplemented => 501,
             Self::Internal(_) => 500,
         }
@@ -184,6 +199,9 @@ mod tests {
             (ApiError::ProviderUnavailable, Code::Unavailable, 503),
             (ApiError::ProviderTimeout, Code::DeadlineExceeded, 504),
             (ApiError::ProviderOutcomeUnknown { payment_id: "p".into() }, Code::Unavailable, 503),
+            (ApiError::Unauthenticated, Code::Unauthenticated, 401),
+            (ApiError::CallerNotAllowed, Code::PermissionDenied, 403),
+            (ApiError::BodyTooLarge { limit: 1 }, Code::ResourceExhausted, 413),
         ];
         for (e, code, http) in rows {
             assert_eq!(e.http_status(), http, "{e:?}");

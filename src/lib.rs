@@ -1,6 +1,7 @@
 //! paygate: a payments gateway that takes payments through hosted-checkout providers behind one
 //! gRPC API (`paygate.v1.PaymentService`), with an HTTP side for callbacks and hosted pages.
 
+pub mod auth;
 pub mod cli_watch;
 pub mod config;
 pub mod domain;
@@ -8,6 +9,7 @@ pub mod error;
 pub mod gateway;
 pub mod grpc;
 pub mod http;
+pub mod limits;
 pub mod listener;
 pub mod providers;
 pub mod startup;

@@ -8,7 +8,9 @@ use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::limits::MAX_GRPC_MESSAGE_BYTES;
 use crate::config::{EventsConfig, Secret};
 use crate::gateway::{Gateway, run_check_worker};
 use crate::grpc::PaymentApi;
@@ -31,6 +33,8 @@ pub struct Application {
     /// Cancelled when the server stops; ends streams and background jobs.
     stop: CancellationToken,
     events: EventsConfig,
+    auth: Authenticator,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Application {
@@ -61,6 +65,17 @@ impl Application {
         for provider in extra {
             registry.add(provider);
         }
+        let auth = Authenticator::new(&config.auth);
+        if !auth.enabled() {
+            tracing::warn!("no [auth.callers] configured: caller authentication is OFF and every client may call the API");
+        }
+        let tls = if config.server.tls.cert.is_empty() {
+            None
+        } else {
+            // rustls is built with more than one crypto provider in this tree: pick one.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            Some(crate::auth::server_tls_config(&config.server.tls).map_err(|e| anyhow::anyhow!("server.tls: {e}"))?)
+        };
         let stop = CancellationToken::new();
         let hub = Hub::start(&store, config.events.stream_pool_size, config.events.stream_buffer, stop.clone()).await?;
         Ok(Self {
@@ -74,6 +89,8 @@ impl Application {
             max_streams: config.server.http2_max_concurrent_streams,
             stop,
             events: config.events.clone(),
+            auth,
+            tls,
         })
     }
 
@@ -117,14 +134,21 @@ impl Application {
 
         let grpc_shutdown = shutdown.clone();
         // HTTP/2 keep-alive pings keep idle streams alive through proxies and detect dead peers.
-        let grpc = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            server = server.tls_config(tls)?;
+        }
+        let api = PaymentServiceServer::new(PaymentApi::new(self.gateway.clone(), self.hub.clone(), self.auth))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let grpc = server
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .max_concurrent_streams(Some(self.max_streams))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(PaymentServiceServer::new(PaymentApi::new(self.gateway.clone(), self.hub.clone())))
+            .add_service(api)
             .serve_with_incoming_shutdown(crate::listener::grpc_incoming(self.grpc_listener), async move {
                 grpc_shutdown.cancelled().await;
                 health_reporter.set_not_serving::<PaymentServiceServer<PaymentApi>>().await;

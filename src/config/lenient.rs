@@ -43,6 +43,11 @@ pub fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     })
 }
 
+/// Like [`list`], for optional fields (absent = `None`).
+pub fn list_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    list(d).map(Some)
+}
+
 /// A list of scalars given natively or as comma-separated text.
 pub fn list_of<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
 where

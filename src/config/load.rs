@@ -96,6 +96,9 @@ fn env_path(rest: &str) -> Option<Vec<String>> {
     if segments.len() > 3 && segments[0] == "providers" && segments[2] == "accounts" {
         segments[3] = segments[3].replace('_', "-");
     }
+    if segments.len() > 2 && segments[0] == "auth" && segments[1] == "callers" {
+        segments[2] = segments[2].replace('_', "-");
+    }
     Some(segments)
 }
 

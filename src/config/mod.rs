@@ -21,6 +21,43 @@ pub struct Config {
     pub events: EventsConfig,
     pub reconciler: ReconcilerConfig,
     pub telemetry: TelemetryConfig,
+    pub auth: AuthConfig,
+}
+
+/// Caller authentication: who may call the gRPC API and what each caller may do. No caller
+/// configured = authentication off (every call allowed; a warning at startup).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Calling services by name (`[a-z0-9-]+`).
+    pub callers: BTreeMap<String, CallerConfig>,
+}
+
+/// One calling service's credentials and grant.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallerConfig {
+    /// Hex SHA-256 digests of the caller's bearer tokens; any match passes (two during a rotation).
+    #[serde(deserialize_with = "lenient::list")]
+    pub token_sha256: Vec<String>,
+    /// `create`, `read`, `watch`, `verify`, `cancel`, `list`, `read_all`.
+    #[serde(deserialize_with = "lenient::list")]
+    pub permissions: Vec<String>,
+    /// Providers the caller may use; absent = all.
+    #[serde(deserialize_with = "lenient::list_opt", skip_serializing_if = "Option::is_none")]
+    pub providers: Option<Vec<String>>,
+}
+
+/// TLS on the gRPC listener; with `client_ca`, client certificates (mTLS) name callers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Server certificate chain, PEM text (or `cert_file`).
+    pub cert: String,
+    /// Server private key, PEM text (or `key_file`).
+    pub key: Secret,
+    /// CA certificates that sign client certificates, PEM text (or `client_ca_file`); empty = no mTLS.
+    pub client_ca: String,
 }
 
 /// The durable provider-check queue: when open payments are checked at their provider, how
@@ -123,6 +160,8 @@ pub struct ServerConfig {
     /// HTTP/2 streams one gRPC connection may carry at once (each WatchPayments is one).
     #[serde(deserialize_with = "lenient::parse")]
     pub http2_max_concurrent_streams: u32,
+    /// TLS for the gRPC listener (off when `cert` is empty).
+    pub tls: TlsConfig,
 }
 
 impl Default for ServerConfig {
@@ -133,6 +172,7 @@ impl Default for ServerConfig {
             public_base_url: String::new(),
             shutdown_grace_secs: 20,
             http2_max_concurrent_streams: 1024,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -238,6 +278,7 @@ impl Config {
         }
         // Every account of every enabled provider, checked as startup will build it.
         errors.extend(self.providers.problems());
+        errors.extend(crate::auth::config_problems(&self.auth, &self.server.tls));
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 

@@ -162,6 +162,9 @@ fn validate_line_items(items: &[LineItem], amount_minor: i64) -> Result<(), Vali
     if items.is_empty() {
         return Ok(());
     }
+    if items.len() > crate::limits::MAX_LINE_ITEMS {
+        return Err(invalid("line_items", "at most 100 items"));
+    }
     // Each item first (the most specific field), then the total.
     for (i, item) in items.iter().enumerate() {
         if item.quantity < 1 {

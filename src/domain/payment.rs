@@ -37,6 +37,10 @@ pub struct Payment {
     pub updated_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub version: i64,
+    /// The authenticated caller that created it (its owner); `None` when created while
+    /// authentication was off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
 }
 
 #[cfg(test)]
@@ -67,6 +71,7 @@ impl Payment {
             updated_at: now,
             expires_at: None,
             version: 1,
+            caller: None,
         }
     }
 }

@@ -25,13 +25,15 @@ pub struct CallbackOutcome {
 }
 
 impl Gateway {
-    /// Handles a callback exactly as delivered for `provider`/`account` (empty = `default`).
+    /// Handles a callback exactly as delivered for `provider`/`account` (empty = `default`);
+    /// `relay` is the authenticated caller that delivered it over VerifyCallback, if any.
     #[tracing::instrument(skip_all, fields(provider, account, payment_id))]
     pub async fn handle_callback(
         &self,
         provider: &str,
         account: &str,
         raw: &RawCallback,
+        relay: Option<&str>,
     ) -> Result<CallbackOutcome, ApiError> {
         let account = if account.is_empty() { "default" } else { account };
         tracing::Span::current().record("provider", provider).record("account", account);
@@ -101,6 +103,7 @@ impl Gateway {
             provider_event_id: Some(&verified.event_id),
             provider_occurred_at: occurred_at,
             detail: Some(serde_json::json!({ "body_sha256": digest })),
+            caller: relay,
         };
         // The adopted checkout id is part of whatever this callback writes.
         let base = match &adopt {

@@ -29,10 +29,15 @@ struct Claim<'a> {
 }
 
 impl Gateway {
-    /// Creates a payment and opens its checkout. Returns the payment and whether this answer
-    /// replays an earlier request with the same idempotency key.
+    /// Creates a payment owned by `caller` (`None` while authentication is off) and opens its
+    /// checkout. Returns the payment and whether this answer replays an earlier request with the
+    /// same idempotency key (keys are scoped by caller).
     #[tracing::instrument(skip_all, fields(provider = %input.provider, payment_id))]
-    pub async fn create_checkout(&self, input: CheckoutInput) -> Result<(Payment, bool), ApiError> {
+    pub async fn create_checkout(
+        &self,
+        input: CheckoutInput,
+        caller: Option<&str>,
+    ) -> Result<(Payment, bool), ApiError> {
         let checkout = NewCheckout::parse(input)?;
         let provider = self.registry().resolve(&checkout.provider, &checkout.account)?;
         provider.validate(&checkout)?;
@@ -40,12 +45,12 @@ impl Gateway {
             None => {
                 let id = PaymentId::new();
                 let mut tx = self.store().begin().await?;
-                let payment = self.insert_payment(&mut tx, &row(&id, &checkout)).await?;
+                let payment = self.insert_payment(&mut tx, &row(&id, &checkout, caller)).await?;
                 tx.commit().await?;
                 tracing::Span::current().record("payment_id", payment.id.as_str());
                 self.open_checkout(&provider, &checkout, payment, None).await
             }
-            Some(key) => self.create_idempotent(&provider, &checkout, &key).await,
+            Some(key) => self.create_idempotent(&provider, &checkout, &key, caller).await,
         }
     }
 
@@ -54,16 +59,17 @@ impl Gateway {
         provider: &Arc<dyn Provider>,
         checkout: &NewCheckout,
         key: &IdempotencyKey,
+        caller: Option<&str>,
     ) -> Result<(Payment, bool), ApiError> {
         let fp = fingerprint(checkout);
-        let scope = Scope { provider: &checkout.provider, account: &checkout.account, key };
+        let scope = Scope { caller: caller.unwrap_or(""), provider: &checkout.provider, account: &checkout.account, key };
         let deadline = Instant::now() + self.inner.idempotency_wait;
         loop {
             let claim = Claim { scope, token: prefixed_ulid("lease_") };
             let mut tx = self.store().begin().await?;
             let id = PaymentId::new();
             if idempotency::try_insert(&mut tx, scope, &fp, id.as_str(), &claim.token).await? {
-                let payment = self.insert_payment(&mut tx, &row(&id, checkout)).await?;
+                let payment = self.insert_payment(&mut tx, &row(&id, checkout, caller)).await?;
                 tx.commit().await?;
                 tracing::Span::current().record("payment_id", payment.id.as_str());
                 return self.open_checkout(provider, checkout, payment, Some(&claim)).await;
@@ -177,7 +183,8 @@ impl Gateway {
                 let before = payments::lock(&mut tx, &payment.id).await?.ok_or(ApiError::PaymentNotFound)?;
                 if before.checkout_url.is_none() && before.status.is_open() {
                     let after = with_checkout(&before, created);
-                    let info = EventInfo::new(EventKind::CheckoutOpened, EventSource::Create);
+                    let info = EventInfo::new(EventKind::CheckoutOpened, EventSource::Create)
+                        .by(payment.caller.as_deref());
                     payments::update(&mut tx, &before, &after, &info).await?;
                 }
                 tx.commit().await?;
@@ -185,7 +192,7 @@ impl Gateway {
             return Ok((self.load(&payment.id).await?, true));
         }
         let before = payments::lock(&mut tx, &payment.id).await?.ok_or(ApiError::PaymentNotFound)?;
-        let info = |kind| EventInfo::new(kind, EventSource::Create);
+        let info = |kind| EventInfo::new(kind, EventSource::Create).by(payment.caller.as_deref());
         match result {
             Ok(created) => {
                 let after = with_checkout(&before, created);
@@ -254,7 +261,7 @@ fn with_checkout(before: &Payment, created: CheckoutCreated) -> Payment {
     after
 }
 
-fn row<'a>(id: &'a PaymentId, c: &'a NewCheckout) -> NewPaymentRow<'a> {
+fn row<'a>(id: &'a PaymentId, c: &'a NewCheckout, caller: Option<&'a str>) -> NewPaymentRow<'a> {
     NewPaymentRow {
         id: id.as_str(),
         provider: &c.provider,
@@ -266,5 +273,6 @@ fn row<'a>(id: &'a PaymentId, c: &'a NewCheckout) -> NewPaymentRow<'a> {
         cancel_url: &c.cancel_url,
         metadata: &c.metadata,
         ttl: c.ttl.unwrap_or(PROVISIONAL_TTL),
+        caller,
     }
 }

@@ -375,7 +375,7 @@ impl Gateway {
             ..Default::default()
         };
         let due = |p: &Payment| p.status.is_open() && p.expires_at.is_some_and(|t| t <= Utc::now());
-        self.apply_report_if(&payment.id, &report, EventSource::Expiry, due).await?;
+        self.apply_report_if(&payment.id, &report, EventSource::Expiry, None, due).await?;
         Ok(Step::Park)
     }
 

@@ -1,6 +1,7 @@
 //! GetPaymentStatus, provider status refreshes and the one path that applies a trusted report.
 
 use super::Gateway;
+use crate::auth::ReadScope;
 use crate::domain::{EventKind, EventSource, Payment, PaymentId, PaymentStatus, StatusReport};
 use crate::error::ApiError;
 use crate::store::payments::{self, EventInfo};
@@ -26,23 +27,37 @@ impl PaymentLookup {
 }
 
 impl Gateway {
-    /// Looks a payment up; `refresh` asks the provider.
-    pub async fn get_status(&self, lookup: &PaymentLookup, refresh: bool) -> Result<Payment, ApiError> {
-        let payment = self.find(lookup).await?;
+    /// Looks a payment up among those `scope` may see (others are `PAYMENT_NOT_FOUND`, so ids
+    /// do not leak); `refresh` asks the provider, on behalf of `caller`.
+    pub async fn get_status(
+        &self,
+        lookup: &PaymentLookup,
+        refresh: bool,
+        scope: &ReadScope,
+        caller: Option<&str>,
+    ) -> Result<Payment, ApiError> {
+        let payment = self.find_in(lookup, scope).await?;
         if refresh && payment.status != PaymentStatus::Succeeded {
-            return self.refresh(payment, EventSource::Refresh).await;
+            return self.refresh_by(payment, EventSource::Refresh, caller).await;
         }
         Ok(payment)
     }
 
-    /// The payment `lookup` names, as stored.
+    /// The payment `lookup` names, as stored, whoever owns it.
     pub async fn find(&self, lookup: &PaymentLookup) -> Result<Payment, ApiError> {
+        self.find_in(lookup, &ReadScope::All).await
+    }
+
+    /// The payment `lookup` names among those `scope` may see.
+    pub async fn find_in(&self, lookup: &PaymentLookup, scope: &ReadScope) -> Result<Payment, ApiError> {
         let mut conn = self.store().pool().acquire().await?;
         let payment = match lookup {
             PaymentLookup::Id(id) => payments::get(&mut conn, id).await?,
-            PaymentLookup::MerchantReference(reference) => payments::newest_by_reference(&mut conn, reference).await?,
+            PaymentLookup::MerchantReference(reference) => {
+                payments::newest_by_reference(&mut conn, reference, scope.owner()).await?
+            }
         };
-        payment.ok_or(ApiError::PaymentNotFound)
+        payment.filter(|p| scope.sees(p.caller.as_deref())).ok_or(ApiError::PaymentNotFound)
     }
 
     /// Whether the provider may be asked about `payment`. Not when it has no checkout and its
@@ -60,6 +75,11 @@ impl Gateway {
     /// Asks the payment's provider for its status and applies what it says. A provider failure
     /// is returned, never hidden behind stale data.
     pub async fn refresh(&self, payment: Payment, source: EventSource) -> Result<Payment, ApiError> {
+        self.refresh_by(payment, source, None).await
+    }
+
+    /// [`Gateway::refresh`] on behalf of an authenticated caller (named on the event).
+    async fn refresh_by(&self, payment: Payment, source: EventSource, caller: Option<&str>) -> Result<Payment, ApiError> {
         if !self.lookup_allowed(&payment).await? {
             return Ok(payment);
         }
@@ -68,7 +88,7 @@ impl Gateway {
         let Some(report) = provider.fetch_status(&payment).await? else {
             return Ok(payment);
         };
-        self.apply_report(&payment.id, &report, source).await
+        self.apply_report_by(&payment.id, &report, source, caller).await
     }
 
     /// A provider status value we do not know leaves the payment alone: say so, loudly.
@@ -87,7 +107,18 @@ impl Gateway {
         report: &StatusReport,
         source: EventSource,
     ) -> Result<Payment, ApiError> {
-        let applied = self.apply_report_if(id, report, source, |_| true).await?;
+        self.apply_report_by(id, report, source, None).await
+    }
+
+    /// [`Gateway::apply_report`] caused by an authenticated caller's request.
+    async fn apply_report_by(
+        &self,
+        id: &PaymentId,
+        report: &StatusReport,
+        source: EventSource,
+        caller: Option<&str>,
+    ) -> Result<Payment, ApiError> {
+        let applied = self.apply_report_if(id, report, source, caller, |_| true).await?;
         applied.ok_or(ApiError::PaymentNotFound)
     }
 
@@ -97,6 +128,7 @@ impl Gateway {
         id: &PaymentId,
         report: &StatusReport,
         source: EventSource,
+        caller: Option<&str>,
         guard: impl Fn(&Payment) -> bool,
     ) -> Result<Option<Payment>, ApiError> {
         let mut tx = self.store().begin().await?;
@@ -107,7 +139,7 @@ impl Gateway {
         }
         let outcome = before.apply(report);
         self.note_unknown_status(&before.provider, report, outcome.kind());
-        let info = EventInfo { provider_occurred_at: report.occurred_at, ..EventInfo::new(outcome.kind(), source) };
+        let info = EventInfo { provider_occurred_at: report.occurred_at, ..EventInfo::new(outcome.kind(), source).by(caller) };
         let after = payments::record(&mut tx, &before, outcome, info).await?;
         tx.commit().await?;
         self.note_late_success(&before, &after);

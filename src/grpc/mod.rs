@@ -7,7 +7,9 @@ use std::pin::Pin;
 
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
+use crate::auth::{Access, Authenticator, Permission, certificate_name};
 use crate::error::ApiError;
 use crate::gateway::{Gateway, PaymentLookup};
 use crate::pb;
@@ -18,17 +20,31 @@ use crate::watch::{Hub, WatchRequest, subscribe};
 
 pub use convert::payment_to_pb;
 
-/// `paygate.v1.PaymentService` backed by the [`Gateway`] and the stream [`Hub`].
+/// `paygate.v1.PaymentService` backed by the [`Gateway`] and the stream [`Hub`]; every call is
+/// authenticated and authorized here (health and reflection are other services and stay open).
 #[derive(Debug, Clone)]
 pub struct PaymentApi {
     gateway: Gateway,
     hub: Hub,
+    auth: Authenticator,
 }
 
 impl PaymentApi {
-    pub fn new(gateway: Gateway, hub: Hub) -> Self {
-        Self { gateway, hub }
+    pub fn new(gateway: Gateway, hub: Hub, auth: Authenticator) -> Self {
+        Self { gateway, hub, auth }
     }
+
+    /// Who sent `request`: its bearer token and, over mTLS, its client certificate.
+    fn access<T>(&self, request: &Request<T>) -> Result<Access, Status> {
+        let authorization = request.metadata().get("authorization").map(|v| v.as_bytes());
+        let certificate = request.peer_certs().and_then(|certs| certs.first().and_then(|c| certificate_name(c)));
+        self.auth.authenticate(authorization, certificate.as_deref()).map_err(Status::from)
+    }
+}
+
+/// The span of one RPC: names the caller in logs and traces.
+fn rpc_span(method: &'static str, access: &Access) -> tracing::Span {
+    tracing::info_span!("rpc", rpc.method = method, caller = access.caller().unwrap_or("-"))
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::PaymentEvent, Status>> + Send + 'static>>;
@@ -39,40 +55,67 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<pb::CreateCheckoutRequest>,
     ) -> Result<Response<pb::CreateCheckoutResponse>, Status> {
-        let input = convert::checkout_input(request.into_inner());
-        let (payment, replayed) = self.gateway.create_checkout(input).await?;
-        Ok(Response::new(pb::CreateCheckoutResponse { payment: Some(payment_to_pb(&payment)), replayed }))
+        let access = self.access(&request)?;
+        async {
+            access.require(Permission::Create)?;
+            let input = convert::checkout_input(request.into_inner());
+            access.require_provider(&input.provider)?;
+            let (payment, replayed) = self.gateway.create_checkout(input, access.caller()).await?;
+            Ok(Response::new(pb::CreateCheckoutResponse { payment: Some(payment_to_pb(&payment)), replayed }))
+        }
+        .instrument(rpc_span("CreateCheckout", &access))
+        .await
+        .map_err(|e: ApiError| e.into())
     }
 
     async fn get_payment_status(
         &self,
         request: Request<pb::GetPaymentStatusRequest>,
     ) -> Result<Response<pb::GetPaymentStatusResponse>, Status> {
-        let r = request.into_inner();
-        let lookup = PaymentLookup::from_request(&r.payment_id, &r.merchant_reference)?;
-        let payment = self.gateway.get_status(&lookup, r.refresh).await?;
-        Ok(Response::new(pb::GetPaymentStatusResponse { payment: Some(payment_to_pb(&payment)) }))
+        let access = self.access(&request)?;
+        async {
+            access.require_read(Permission::Read)?;
+            let r = request.into_inner();
+            let lookup = PaymentLookup::from_request(&r.payment_id, &r.merchant_reference)?;
+            let payment = self.gateway.get_status(&lookup, r.refresh, &access.read_scope(), access.caller()).await?;
+            Ok(Response::new(pb::GetPaymentStatusResponse { payment: Some(payment_to_pb(&payment)) }))
+        }
+        .instrument(rpc_span("GetPaymentStatus", &access))
+        .await
+        .map_err(|e: ApiError| e.into())
     }
 
     async fn verify_callback(
         &self,
         request: Request<pb::VerifyCallbackRequest>,
     ) -> Result<Response<pb::VerifyCallbackResponse>, Status> {
-        let r = request.into_inner();
-        if r.provider.is_empty() {
-            return Err(ApiError::invalid("provider", "is required").into());
+        let access = self.access(&request)?;
+        async {
+            access.require(Permission::Verify)?;
+            let r = request.into_inner();
+            if r.provider.is_empty() {
+                return Err(ApiError::invalid("provider", "is required"));
+            }
+            access.require_provider(&r.provider)?;
+            crate::limits::check_callback(&r.body, r.headers.iter())?;
+            let raw = RawCallback::new(r.headers, r.body, r.query);
+            let outcome = self.gateway.handle_callback(&r.provider, &r.account, &raw, access.caller()).await?;
+            if outcome.amount_mismatch && !outcome.duplicate {
+                return Err(ApiError::AmountMismatch { payment_id: outcome.payment.id.to_string() });
+            }
+            // A relay applies callbacks to any payment of its providers; it sees the payment only
+            // when it may read it.
+            let readable = access.may_read(outcome.payment.caller.as_deref(), &outcome.payment.provider);
+            Ok(Response::new(pb::VerifyCallbackResponse {
+                payment: readable.then(|| payment_to_pb(&outcome.payment)),
+                event_id: outcome.event_id,
+                duplicate: outcome.duplicate,
+                status_changed: outcome.status_changed,
+            }))
         }
-        let raw = RawCallback::new(r.headers, r.body, r.query);
-        let outcome = self.gateway.handle_callback(&r.provider, &r.account, &raw).await?;
-        if outcome.amount_mismatch && !outcome.duplicate {
-            return Err(ApiError::AmountMismatch { payment_id: outcome.payment.id.to_string() }.into());
-        }
-        Ok(Response::new(pb::VerifyCallbackResponse {
-            payment: Some(payment_to_pb(&outcome.payment)),
-            event_id: outcome.event_id,
-            duplicate: outcome.duplicate,
-            status_changed: outcome.status_changed,
-        }))
+        .instrument(rpc_span("VerifyCallback", &access))
+        .await
+        .map_err(|e: ApiError| e.into())
     }
 
     type WatchPaymentsStream = EventStream;
@@ -81,9 +124,13 @@ impl PaymentService for PaymentApi {
         &self,
         request: Request<pb::WatchPaymentsRequest>,
     ) -> Result<Response<Self::WatchPaymentsStream>, Status> {
+        let access = self.access(&request)?;
+        access.require_read(Permission::Watch)?;
+        tracing::debug!(caller = access.caller().unwrap_or("-"), "WatchPayments subscribed");
         let r = request.into_inner();
+        let owner = access.read_scope().owner().map(str::to_owned);
         let watch = WatchRequest {
-            filter: EventFilter { payment_ids: r.payment_ids, providers: r.providers },
+            filter: EventFilter { payment_ids: r.payment_ids, providers: r.providers, owner },
             after_sequence: r.after_sequence,
         };
         let stream = subscribe(&self.hub, watch).await?;

@@ -49,7 +49,7 @@ async fn handle(
         .resolve(provider, account)
         .map(|p| p.callback_transport())
         .unwrap_or(CallbackTransport::ServerToServer);
-    let result = state.gateway.handle_callback(provider, account, &raw).await;
+    let result = state.gateway.handle_callback(provider, account, &raw, None).await;
     match (transport, result) {
         // Accepted, duplicate and amount-mismatch alike: 200 after commit, so the provider stops retrying.
         (CallbackTransport::ServerToServer, Ok(outcome)) => {

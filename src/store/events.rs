@@ -81,6 +81,8 @@ type LogRow = (i64, Option<sqlx::types::Json<Payment>>, Option<String>, String, 
 pub struct EventFilter {
     pub payment_ids: Vec<String>,
     pub providers: Vec<String>,
+    /// Only payments created by this caller (`None`: every payment).
+    pub owner: Option<String>,
 }
 
 /// Events after `after` in sequence order, at most `limit`, including records that changed
@@ -95,7 +97,7 @@ pub async fn read_after(
     let providers = (!filter.providers.is_empty()).then_some(&filter.providers);
     // The unfiltered read (the shared live reader, most replays) has its own statement: a cached
     // generic plan of the filtered one cannot use the position index as well.
-    let rows: Vec<LogRow> = if ids.is_none() && providers.is_none() {
+    let rows: Vec<LogRow> = if ids.is_none() && providers.is_none() && filter.owner.is_none() {
         sqlx::query_as(
             "SELECT p.position, e.snapshot, e.previous_status, e.source, e.created_at \
              FROM event_positions p JOIN payment_events e ON e.sequence = p.event_sequence \
@@ -112,12 +114,14 @@ pub async fn read_after(
          WHERE p.position > $1 \
            AND ($3::text[] IS NULL OR e.payment_id = ANY($3)) \
            AND ($4::text[] IS NULL OR e.snapshot->>'provider' = ANY($4)) \
+           AND ($5::text IS NULL OR e.snapshot->>'caller' = $5) \
          ORDER BY p.position LIMIT $2",
         )
         .bind(after)
         .bind(limit)
         .bind(ids)
         .bind(providers)
+        .bind(filter.owner.as_deref())
         .fetch_all(conn)
         .await?
     };

@@ -9,10 +9,12 @@ use crate::domain::ids::IdempotencyKey;
 /// How long a claim stays exclusive before another request may take it over (crash recovery).
 pub const LEASE_SECS: f64 = 120.0;
 
-/// What an idempotency key is scoped to: the same key under another provider or account is an
-/// unrelated payment.
+/// What an idempotency key is scoped to: the same key under another caller, provider or account
+/// is an unrelated payment.
 #[derive(Debug, Clone, Copy)]
 pub struct Scope<'a> {
+    /// The authenticated caller's name; empty while authentication is off.
+    pub caller: &'a str,
     pub provider: &'a str,
     pub account: &'a str,
     pub key: &'a IdempotencyKey,
@@ -45,14 +47,14 @@ pub struct StoredError {
 /// Claims a fresh key for `payment_id` with fencing `token`. `false` when the key already exists.
 pub async fn try_insert(
     conn: &mut PgConnection,
-    Scope { provider, account, key }: Scope<'_>,
+    Scope { caller, provider, account, key }: Scope<'_>,
     fingerprint: &[u8],
     payment_id: &str,
     token: &str,
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (provider, account, key, fingerprint, payment_id, state, locked_until, lease_token) \
-         VALUES ($1, $2, $3, $4, $5, 'in_progress', clock_timestamp() + make_interval(secs => $6), $7) \
+        "INSERT INTO idempotency_keys (provider, account, key, fingerprint, payment_id, state, locked_until, lease_token, caller) \
+         VALUES ($1, $2, $3, $4, $5, 'in_progress', clock_timestamp() + make_interval(secs => $6), $7, $8) \
          ON CONFLICT DO NOTHING",
     )
     .bind(provider)
@@ -62,6 +64,7 @@ pub async fn try_insert(
     .bind(payment_id)
     .bind(LEASE_SECS)
     .bind(token)
+    .bind(caller)
     .execute(conn)
     .await?
     .rows_affected();
@@ -71,17 +74,18 @@ pub async fn try_insert(
 /// Inspects an existing key under a row lock and takes it over with `token` when it may be retried.
 pub async fn inspect_or_take_over(
     conn: &mut PgConnection,
-    Scope { provider, account, key }: Scope<'_>,
+    Scope { caller, provider, account, key }: Scope<'_>,
     fingerprint: &[u8],
     token: &str,
 ) -> Result<Option<Existing>, sqlx::Error> {
     let Some(row) = sqlx::query(
         "SELECT fingerprint, payment_id, state, error, locked_until < clock_timestamp() AS lease_expired \
-         FROM idempotency_keys WHERE provider = $1 AND account = $2 AND key = $3 FOR UPDATE",
+         FROM idempotency_keys WHERE provider = $1 AND account = $2 AND key = $3 AND caller = $4 FOR UPDATE",
     )
     .bind(provider)
     .bind(account)
     .bind(key.as_str())
+    .bind(caller)
     .fetch_optional(&mut *conn)
     .await?
     else {
@@ -106,13 +110,14 @@ pub async fn inspect_or_take_over(
             sqlx::query(
                 "UPDATE idempotency_keys SET state = 'in_progress', lease_token = $4, updated_at = clock_timestamp(), \
                      locked_until = clock_timestamp() + make_interval(secs => $5) \
-                 WHERE provider = $1 AND account = $2 AND key = $3",
+                 WHERE provider = $1 AND account = $2 AND key = $3 AND caller = $6",
             )
             .bind(provider)
             .bind(account)
             .bind(key.as_str())
             .bind(token)
             .bind(LEASE_SECS)
+            .bind(caller)
             .execute(&mut *conn)
             .await?;
             Existing::TakenOver { payment_id, after_crash: state == "in_progress" }
@@ -138,14 +143,15 @@ pub async fn release(conn: &mut PgConnection, scope: Scope<'_>, token: &str) -> 
 
 async fn set_state(
     conn: &mut PgConnection,
-    Scope { provider, account, key }: Scope<'_>,
+    Scope { caller, provider, account, key }: Scope<'_>,
     token: &str,
     state: &str,
     error: Option<&StoredError>,
 ) -> Result<bool, sqlx::Error> {
     let n = sqlx::query(
         "UPDATE idempotency_keys SET state = $5, error = $6, locked_until = NULL, updated_at = clock_timestamp() \
-         WHERE provider = $1 AND account = $2 AND key = $3 AND lease_token = $4 AND state = 'in_progress'",
+         WHERE provider = $1 AND account = $2 AND key = $3 AND caller = $7 AND lease_token = $4 \
+           AND state = 'in_progress'",
     )
     .bind(provider)
     .bind(account)
@@ -153,6 +159,7 @@ async fn set_state(
     .bind(token)
     .bind(state)
     .bind(error.map(sqlx::types::Json))
+    .bind(caller)
     .execute(conn)
     .await?
     .rows_affected();

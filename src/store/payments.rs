@@ -13,7 +13,7 @@ macro_rules! columns {
     () => {
         "id, provider, account, merchant_reference, amount_minor, currency, status, checkout_url, \
          provider_checkout_id, provider_payment_id, payment_method, failure_code, failure_message, return_url, \
-         cancel_url, metadata, provider_data, created_at, updated_at, expires_at, version"
+         cancel_url, metadata, provider_data, created_at, updated_at, expires_at, version, caller"
     };
 }
 
@@ -47,6 +47,7 @@ fn from_row(row: &PgRow) -> Result<Payment, sqlx::Error> {
         updated_at: row.try_get("updated_at")?,
         expires_at: row.try_get("expires_at")?,
         version: row.try_get("version")?,
+        caller: row.try_get("caller")?,
     })
 }
 
@@ -64,6 +65,8 @@ pub struct NewPaymentRow<'a> {
     pub metadata: &'a BTreeMap<String, String>,
     /// Provisional lifetime: `expires_at` = creation time + `ttl` until the provider says otherwise.
     pub ttl: std::time::Duration,
+    /// The authenticated caller that creates it (its owner); `None` while authentication is off.
+    pub caller: Option<&'a str>,
 }
 
 /// What an event row records besides the payment itself.
@@ -74,12 +77,19 @@ pub struct EventInfo<'a> {
     pub provider_event_id: Option<&'a str>,
     pub provider_occurred_at: Option<DateTime<Utc>>,
     pub detail: Option<serde_json::Value>,
+    /// The authenticated caller whose request caused the event, if any.
+    pub caller: Option<&'a str>,
 }
 
-impl EventInfo<'_> {
-    /// An event with no provider event id, time or detail.
+impl<'a> EventInfo<'a> {
+    /// An event with no provider event id, time, detail or caller.
     pub fn new(kind: EventKind, source: EventSource) -> Self {
-        Self { kind, source, provider_event_id: None, provider_occurred_at: None, detail: None }
+        Self { kind, source, provider_event_id: None, provider_occurred_at: None, detail: None, caller: None }
+    }
+
+    /// The same event, caused by `caller`'s request.
+    pub fn by(self, caller: Option<&'a str>) -> Self {
+        Self { caller, ..self }
     }
 }
 
@@ -106,9 +116,9 @@ pub async fn record(
 pub async fn insert(conn: &mut PgConnection, new: &NewPaymentRow<'_>) -> Result<Payment, sqlx::Error> {
     let row = sqlx::query(concat!(
         "INSERT INTO payments (id, provider, account, merchant_reference, amount_minor, currency, status, \
-             return_url, cancel_url, metadata, created_at, updated_at, expires_at, version) \
+             return_url, cancel_url, metadata, created_at, updated_at, expires_at, version, caller) \
          VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, clock_timestamp(), clock_timestamp(), \
-             clock_timestamp() + make_interval(secs => $10), 1) \
+             clock_timestamp() + make_interval(secs => $10), 1, $11) \
          RETURNING ",
         columns!()
     ))
@@ -122,10 +132,11 @@ pub async fn insert(conn: &mut PgConnection, new: &NewPaymentRow<'_>) -> Result<
     .bind(new.cancel_url)
     .bind(sqlx::types::Json(new.metadata))
     .bind(new.ttl.as_secs_f64())
+    .bind(new.caller)
     .fetch_one(&mut *conn)
     .await?;
     let payment = from_row(&row)?;
-    let info = EventInfo::new(EventKind::Created, EventSource::Create);
+    let info = EventInfo::new(EventKind::Created, EventSource::Create).by(new.caller);
     insert_event(conn, &payment, None, Some(&payment), &info).await?;
     Ok(payment)
 }
@@ -139,16 +150,36 @@ pub async fn get(conn: &mut PgConnection, id: &PaymentId) -> Result<Option<Payme
     row.as_ref().map(from_row).transpose()
 }
 
-/// The newest payment with a merchant reference (`created_at` DESC, then id DESC).
-pub async fn newest_by_reference(conn: &mut PgConnection, reference: &str) -> Result<Option<Payment>, sqlx::Error> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM payments WHERE merchant_reference = $1 ORDER BY created_at DESC, id DESC LIMIT 1"
-    ))
-    .bind(reference)
-    .fetch_optional(conn)
-    .await?;
+/// The newest payment with a merchant reference (`created_at` DESC, then id DESC), among the
+/// payments of `owner` when given.
+pub async fn newest_by_reference(
+    conn: &mut PgConnection,
+    reference: &str,
+    owner: Option<&str>,
+) -> Result<Option<Payment>, sqlx::Error> {
+    let row = match owner {
+        None => {
+            sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM payments WHERE merchant_reference = $1 ORDER BY created_at DESC, id DESC LIMIT 1"
+            ))
+            .bind(reference)
+            .fetch_optional(conn)
+            .await?
+        }
+        Some(owner) => {
+            sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM payments WHERE caller = $2 AND merchant_reference = $1 ORDER BY created_at DESC, id DESC LIMIT 1"
+            ))
+            .bind(reference)
+            .bind(owner)
+            .fetch_optional(conn)
+            .await?
+        }
+    };
     row.as_ref().map(from_row).transpose()
 }
 
@@ -247,8 +278,8 @@ async fn insert_event(
     // No lock and no NOTIFY: a trigger queues applied events for the sequencer (`store::events`).
     sqlx::query(
         "INSERT INTO payment_events (payment_id, version, kind, source, status, previous_status, provider_event_id, \
-             provider_occurred_at, detail, snapshot) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             provider_occurred_at, detail, snapshot, caller) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(payment.id.as_str())
     .bind(snapshot.map(|p| p.version))
@@ -260,6 +291,7 @@ async fn insert_event(
     .bind(info.provider_occurred_at)
     .bind(sqlx::types::Json(info.detail.clone().unwrap_or_else(|| serde_json::json!({}))))
     .bind(snapshot.map(sqlx::types::Json))
+    .bind(info.caller)
     .execute(&mut *conn)
     .await?;
     Ok(())

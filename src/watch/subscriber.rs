@@ -156,6 +156,7 @@ async fn read_page(hub: &Hub, filter: &EventFilter, after: i64) -> Result<(Vec<e
 fn matches(filter: &EventFilter, event: &WatchEvent) -> bool {
     (filter.payment_ids.is_empty() || filter.payment_ids.iter().any(|id| event.payment.id == *id))
         && (filter.providers.is_empty() || filter.providers.contains(&event.payment.provider))
+        && filter.owner.as_ref().is_none_or(|owner| event.payment.caller.as_ref() == Some(owner))
 }
 
 #[cfg(test)]

@@ -231,7 +231,7 @@ impl Op for SqlCreate {
         self.n += 1;
         let reference = format!("{}-{}", self.tag, self.n);
         let key = IdempotencyKey::parse(&reference).ok_or_else(|| anyhow!("bad key"))?;
-        let scope = Scope { provider: "sandbox", account: "default", key: &key };
+        let scope = Scope { caller: "", provider: "sandbox", account: "default", key: &key };
         let token = prefixed_ulid("lease_");
         let id = PaymentId::new();
         let metadata = BTreeMap::new();
@@ -246,6 +246,7 @@ impl Op for SqlCreate {
             cancel_url: "",
             metadata: &metadata,
             ttl: Duration::from_secs(24 * 3600),
+            caller: None,
         };
         let mut tx = self.pool.begin().await?;
         ensure!(idempotency::try_insert(&mut tx, scope, &FINGERPRINT, id.as_str(), &token).await?, "key exists");
@@ -328,6 +329,7 @@ impl Op for SqlVerify {
             provider_event_id: Some(&event_id),
             provider_occurred_at: report.occurred_at,
             detail: Some(serde_json::json!({ "body_sha256": BODY_SHA256 })),
+            caller: None,
         };
         payments::record(&mut tx, &before, outcome, info).await?;
         tx.commit().await?;
