@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod http;
 pub mod listener;
+pub mod metrics;
 pub mod providers;
 pub mod startup;
 pub mod store;

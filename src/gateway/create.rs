@@ -10,6 +10,7 @@ use crate::domain::ids::IdempotencyKey;
 use crate::domain::ids::prefixed_ulid;
 use crate::domain::{EventKind, EventSource, NewCheckout, Outcome, Payment, PaymentId, PaymentStatus, StatusReport};
 use crate::error::ApiError;
+use crate::metrics::Operation;
 use crate::providers::{CheckoutContext, CheckoutCreated, Provider, ProviderError};
 use crate::store::Tx;
 use crate::store::checks::CheckReason;
@@ -142,12 +143,14 @@ impl Gateway {
         payment: Payment,
         claim: Option<&Claim<'_>>,
     ) -> Result<(Payment, bool), ApiError> {
-        self.metrics().count_call(provider.name(), "create");
         let ctx = CheckoutContext { payment_id: payment.id.as_str(), checkout, created_at: payment.created_at };
-        let result = match tokio::time::timeout(PROVIDER_CALL_TIMEOUT, provider.create_checkout(ctx)).await {
-            Ok(result) => result,
-            Err(_) => Err(ProviderError::Timeout),
+        let call = async {
+            match tokio::time::timeout(PROVIDER_CALL_TIMEOUT, provider.create_checkout(ctx)).await {
+                Ok(result) => result,
+                Err(_) => Err(ProviderError::Timeout),
+            }
         };
+        let result = self.call_provider(&**provider, Operation::Create, call).await;
 
         // Outcome unknown (timeout, 500/502/504, an unusable answer): never create again for
         // this payment, unless the provider dedupes creates on our reference.
@@ -211,8 +214,9 @@ impl Gateway {
                     }
                     ignored => ignored,
                 };
-                payments::record(&mut tx, &before, outcome, info(EventKind::ProviderRejected)).await?;
+                let after = payments::record(&mut tx, &before, outcome, info(EventKind::ProviderRejected)).await?;
                 tx.commit().await?;
+                self.note_applied(&before, &after);
                 Err(ApiError::ProviderRejected { provider_code: code })
             }
             Err(e) if e.outcome_unknown() => {

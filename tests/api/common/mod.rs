@@ -66,6 +66,7 @@ pub fn test_config(db_url: &str) -> Config {
     let mut config = Config::default();
     config.server.grpc_addr = "127.0.0.1:0".into();
     config.server.http_addr = "127.0.0.1:0".into();
+    config.server.metrics_addr = "127.0.0.1:0".into();
     config.server.shutdown_grace_secs = 5;
     config.database.url = db_url.into();
     config.database.max_connections = 5;
@@ -466,7 +467,7 @@ async fn try_spawn_process(db_url: &str, extra_env: &[(&str, &str)]) -> Option<P
     let (grpc_port, http_port) = (free_port(), free_port());
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_paygate"));
     for (k, _) in std::env::vars() {
-        if k.starts_with("PAYGATE_") || k == "DATABASE_URL" {
+        if k.starts_with("PAYGATE_") || k.starts_with("OTEL_") || k == "DATABASE_URL" {
             cmd.env_remove(k);
         }
     }
@@ -474,6 +475,7 @@ async fn try_spawn_process(db_url: &str, extra_env: &[(&str, &str)]) -> Option<P
         .env("PAYGATE_DATABASE__MAX_CONNECTIONS", "4")
         .env("PAYGATE_SERVER__GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
         .env("PAYGATE_SERVER__HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+        .env("PAYGATE_SERVER__METRICS_ADDR", "")
         .env("PAYGATE_SERVER__SHUTDOWN_GRACE_SECS", "5")
         .env("PAYGATE_PROVIDERS__SANDBOX__ACCOUNTS__DEFAULT__WEBHOOK_SECRET", SANDBOX_SECRET)
         .env("RUST_LOG", "warn")
