@@ -93,6 +93,7 @@ impl Gateway {
     }
 
     /// Like [`Gateway::apply_report`], only when `guard` holds for the locked row; `None` otherwise.
+    #[tracing::instrument(name = "db.transaction", skip_all, fields(db.operation = "apply_report"))]
     pub(super) async fn apply_report_if(
         &self,
         id: &PaymentId,
