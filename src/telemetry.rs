@@ -165,8 +165,7 @@ where
     ) -> std::fmt::Result {
         let mut line = String::new();
         self.0.format_event(ctx, Writer::new(&mut line), event)?;
-        // The innermost span of the event's scope that OpenTelemetry knows.
-        let ids = ctx.event_scope().and_then(|mut scope| scope.find_map(|span| trace_ids(&span.id())));
+        let ids = current_trace_ids();
         let parsed = ids.and_then(|ids| {
             Some((ids, serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&line).ok()?))
         });
@@ -181,12 +180,22 @@ where
     }
 }
 
-/// The (trace id, span id) in hex of a span known to the OpenTelemetry layer.
-fn trace_ids(id: &tracing::span::Id) -> Option<(String, String)> {
-    let cx = tracing::dispatcher::get_default(|dispatch| tracing_opentelemetry::get_otel_context(id, dispatch))?;
-    let span = cx.span();
-    let sc = span.span_context();
-    sc.is_valid().then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+/// The (trace id, span id) in hex of the innermost current span that OpenTelemetry knows. Read
+/// through the registry rather than the formatter's context: with per-layer filters, that context
+/// only sees spans the log filter enables (none at `warn`), while OpenTelemetry sees `info` spans.
+fn current_trace_ids() -> Option<(String, String)> {
+    use tracing_subscriber::registry::LookupSpan as _;
+    tracing::dispatcher::get_default(|dispatch| {
+        let current = dispatch.current_span();
+        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let span = registry.span(current.id()?)?;
+        span.scope().find_map(|span| {
+            let cx = tracing_opentelemetry::get_otel_context(&span.id(), dispatch)?;
+            let otel = cx.span();
+            let sc = otel.span_context();
+            sc.is_valid().then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+        })
+    })
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ mod metrics;
 mod recovery;
 mod returns;
 mod sandbox_flow;
+mod telemetry;
 mod transitions;
 mod watch;
 mod xpay;
