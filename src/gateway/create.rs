@@ -26,7 +26,7 @@ pub const PROVISIONAL_TTL: Duration = Duration::from_secs(24 * 3600);
 /// What the claim transaction found.
 enum ClaimStep {
     /// The key was free: this request holds it, with this new payment.
-    Inserted(Payment),
+    Inserted(Box<Payment>),
     /// Another request has (or had) the key.
     Existing(Option<Existing>),
 }
@@ -69,7 +69,7 @@ impl Gateway {
             let existing = match self.claim_key(scope, &fp, checkout, &claim.token).await? {
                 ClaimStep::Inserted(payment) => {
                     tracing::Span::current().record("payment_id", payment.id.as_str());
-                    return self.open_checkout(provider, checkout, payment, Some(&claim)).await;
+                    return self.open_checkout(provider, checkout, *payment, Some(&claim)).await;
                 }
                 ClaimStep::Existing(existing) => existing,
             };
@@ -146,7 +146,7 @@ impl Gateway {
         if idempotency::try_insert(&mut tx, scope, fp, id.as_str(), token).await? {
             let payment = self.insert_payment(&mut tx, &row(&id, checkout)).await?;
             tx.commit().await?;
-            return Ok(ClaimStep::Inserted(payment));
+            return Ok(ClaimStep::Inserted(Box::new(payment)));
         }
         let existing = idempotency::inspect_or_take_over(&mut tx, scope, fp, token).await?;
         match existing {
