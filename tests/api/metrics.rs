@@ -81,7 +81,6 @@ async fn metrics_move_after_a_sandbox_payment_and_a_forged_callback() {
     assert!(has(&s, "paygate_provider_checks_oldest_due_age_seconds"));
     assert!(has(&s, "paygate_stream_subscribers"));
     assert!(has(&s, "paygate_stream_catch_ups_total"));
-    assert!(has(&s, "paygate_unknown_provider_statuses_total") || !s.docs.is_empty());
     // Bounded labels: never a payment id or a merchant reference.
     for sample in &s.samples {
         for (k, v) in sample.labels.iter() {
