@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod http;
 pub mod limits;
 pub mod listener;
+pub mod metrics;
 pub mod providers;
 pub mod startup;
 pub mod store;

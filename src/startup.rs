@@ -25,6 +25,8 @@ pub struct Application {
     gateway: Gateway,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
+    /// `server.metrics_addr`'s listener; `None` when metrics are off.
+    metrics_listener: Option<TcpListener>,
     public_base_url: String,
     client: reqwest::Client,
     grace: Duration,
@@ -54,6 +56,12 @@ impl Application {
         let http_listener = TcpListener::bind(&config.server.http_addr)
             .await
             .with_context(|| format!("cannot bind server.http_addr {}", config.server.http_addr))?;
+        let metrics_listener = match config.server.metrics_addr.as_str() {
+            "" => None,
+            addr => {
+                Some(TcpListener::bind(addr).await.with_context(|| format!("cannot bind server.metrics_addr {addr}"))?)
+            }
+        };
         let public_base_url = public_base_url(&config.server.public_base_url, http_listener.local_addr()?);
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -78,10 +86,13 @@ impl Application {
         };
         let stop = CancellationToken::new();
         let hub = Hub::start(&store, config.events.stream_pool_size, config.events.stream_buffer, stop.clone()).await?;
+        let gateway = Gateway::new(store, registry, config.reconciler.clone());
+        gateway.metrics().register_streams(hub.metrics());
         Ok(Self {
-            gateway: Gateway::new(store, registry, config.reconciler.clone()),
+            gateway,
             grpc_listener,
             http_listener,
+            metrics_listener,
             public_base_url,
             client,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
@@ -100,6 +111,11 @@ impl Application {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The bound `/metrics` address; `None` when `server.metrics_addr` is empty.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn public_base_url(&self) -> &str {
@@ -130,7 +146,8 @@ impl Application {
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
 
-        tracing::info!(grpc = %self.grpc_addr(), http = %self.http_addr(), public_base_url = %self.public_base_url, "paygate listening");
+        let metrics_addr = self.metrics_addr().map_or_else(|| "off".to_owned(), |a| a.to_string());
+        tracing::info!(grpc = %self.grpc_addr(), http = %self.http_addr(), metrics = %metrics_addr, public_base_url = %self.public_base_url, "paygate listening");
 
         let grpc_shutdown = shutdown.clone();
         // HTTP/2 keep-alive pings keep idle streams alive through proxies and detect dead peers.
@@ -145,6 +162,7 @@ impl Application {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .max_concurrent_streams(Some(self.max_streams))
+            .layer(crate::grpc::layer::GrpcTelemetryLayer::new(self.gateway.metrics().clone()))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -156,6 +174,22 @@ impl Application {
         let http_state = HttpState { gateway: self.gateway.clone(), client: self.client };
         let http = axum::serve(crate::listener::http_listener(self.http_listener), router(http_state))
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        // Prometheus scrapes on its own port; it stops with the process, after the drain.
+        let metrics_server = self.metrics_listener.map(|listener| {
+            let state = crate::metrics::server::ScrapeState {
+                metrics: self.gateway.metrics().clone(),
+                store: self.gateway.store().clone(),
+                hub: self.hub.clone(),
+            };
+            let stop = self.stop.clone();
+            tokio::spawn(async move {
+                let serve = axum::serve(listener, crate::metrics::server::router(state))
+                    .with_graceful_shutdown(stop.cancelled_owned());
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "metrics listener stopped");
+                }
+            })
+        });
         // Provider checks (lookups, retries, expiry) are rows in Postgres; this replica's worker
         // runs its share of them until shutdown.
         let checker = tokio::spawn(run_check_worker(self.gateway.clone(), shutdown.clone()));
@@ -192,6 +226,9 @@ impl Application {
         };
         if let Some((which, result)) = early_exit {
             shutdown.cancel();
+            if let Some(m) = &metrics_server {
+                m.abort();
+            }
             checker.abort();
             pruner.abort();
             sequencer_stop.cancel();
@@ -213,6 +250,9 @@ impl Application {
         self.stop.cancel();
         sequencer_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), sequencer).await;
+        if let Some(m) = metrics_server {
+            let _ = tokio::time::timeout(Duration::from_secs(1), m).await;
+        }
         match drained {
             Ok(result) => result,
             Err(_) => {

@@ -152,6 +152,8 @@ impl Default for EventsConfig {
 pub struct ServerConfig {
     pub grpc_addr: String,
     pub http_addr: String,
+    /// Prometheus `GET /metrics` listen address, apart from the public HTTP port; empty = off.
+    pub metrics_addr: String,
     /// Base of checkout, callback and return URLs; empty = `http://` + the bound HTTP address.
     pub public_base_url: String,
     /// How long shutdown waits for in-flight requests, in seconds.
@@ -169,6 +171,7 @@ impl Default for ServerConfig {
         Self {
             grpc_addr: "0.0.0.0:50051".into(),
             http_addr: "0.0.0.0:8080".into(),
+            metrics_addr: "0.0.0.0:9090".into(),
             public_base_url: String::new(),
             shutdown_grace_secs: 20,
             http2_max_concurrent_streams: 1024,
@@ -203,7 +206,8 @@ pub struct TelemetryConfig {
     pub log_filter: String,
     /// `text` or `json`.
     pub log_format: String,
-    /// OTLP/gRPC endpoint for traces; empty disables export.
+    /// OTLP/gRPC endpoint for traces; empty = `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` when set, else no export.
     pub otlp_endpoint: String,
 }
 
@@ -237,6 +241,11 @@ impl Config {
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 errors.push(format!("{key}: not a socket address (host:port)"));
             }
+        }
+        let metrics = &self.server.metrics_addr;
+        if !metrics.is_empty() && metrics.parse::<std::net::SocketAddr>().is_err() {
+            errors
+                .push("server.metrics_addr: not a socket address (host:port), or empty for no metrics listener".into());
         }
         let base = &self.server.public_base_url;
         if !base.is_empty() {

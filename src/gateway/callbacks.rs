@@ -5,6 +5,7 @@ use chrono::Utc;
 use super::Gateway;
 use crate::domain::{EventKind, EventSource, Outcome, Payment, PaymentId, PaymentStatus, StatusReport};
 use crate::error::ApiError;
+use crate::metrics::Verdict;
 use crate::providers::signature::sha256_hex;
 use crate::providers::{CallbackReport, CallbackTransport, PaymentRef, RawCallback};
 use crate::store::callbacks;
@@ -25,7 +26,8 @@ pub struct CallbackOutcome {
 }
 
 impl Gateway {
-    /// Handles a callback exactly as delivered for `provider`/`account` (empty = `default`);
+    /// Handles a callback exactly as delivered for `provider`/`account` (empty = `default`), and
+    /// counts its verdict (for a configured provider account only: the path is anyone's to make up).
     /// `relay` is the authenticated caller that delivered it over VerifyCallback, if any.
     #[tracing::instrument(skip_all, fields(provider, account, payment_id))]
     pub async fn handle_callback(
@@ -36,6 +38,20 @@ impl Gateway {
         relay: Option<&str>,
     ) -> Result<CallbackOutcome, ApiError> {
         let account = if account.is_empty() { "default" } else { account };
+        let result = self.process_callback(provider, account, raw, relay).await;
+        if let Ok(adapter) = self.registry().resolve(provider, account) {
+            self.metrics().callback(adapter.name(), verdict(&result));
+        }
+        result
+    }
+
+    async fn process_callback(
+        &self,
+        provider: &str,
+        account: &str,
+        raw: &RawCallback,
+        relay: Option<&str>,
+    ) -> Result<CallbackOutcome, ApiError> {
         tracing::Span::current().record("provider", provider).record("account", account);
         let adapter = self.registry().resolve(provider, account)?;
         let digest = sha256_hex(&raw.body);
@@ -164,7 +180,7 @@ impl Gateway {
         let written = payments::record(&mut tx, &payment, outcome, info(outcome_kind)).await?;
         let outcome = result(written, false, status_changed, mismatch);
         tx.commit().await?;
-        self.note_late_success(&payment, &outcome.payment);
+        self.note_applied(&payment, &outcome.payment);
         if look_up {
             self.wake_checks();
         }
@@ -221,6 +237,20 @@ impl Gateway {
         if let Err(e) = result {
             tracing::error!(error = %e, "cannot audit a rejected callback");
         }
+    }
+}
+
+/// The metrics verdict of a handled callback.
+fn verdict(result: &Result<CallbackOutcome, ApiError>) -> Verdict {
+    match result {
+        Ok(o) if o.duplicate => Verdict::Duplicate,
+        Ok(o) if o.amount_mismatch => Verdict::AmountMismatch,
+        Ok(_) => Verdict::Applied,
+        Err(ApiError::SignatureInvalid) => Verdict::Forged,
+        Err(ApiError::SignatureExpired) => Verdict::Stale,
+        Err(ApiError::InvalidField { .. }) => Verdict::Malformed,
+        Err(ApiError::PaymentNotFound) => Verdict::UnknownPayment,
+        Err(_) => Verdict::Error,
     }
 }
 

@@ -10,6 +10,7 @@ use crate::domain::ids::IdempotencyKey;
 use crate::domain::ids::prefixed_ulid;
 use crate::domain::{EventKind, EventSource, NewCheckout, Outcome, Payment, PaymentId, PaymentStatus, StatusReport};
 use crate::error::ApiError;
+use crate::metrics::Operation;
 use crate::providers::{CheckoutContext, CheckoutCreated, Provider, ProviderError};
 use crate::store::Tx;
 use crate::store::checks::CheckReason;
@@ -21,6 +22,14 @@ use crate::store::payments::{self, EventInfo, NewPaymentRow};
 pub const PROVIDER_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// `expires_at` recorded at creation when the request gives no `ttl`; adapters may override it.
 pub const PROVISIONAL_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// What the claim transaction found.
+enum ClaimStep {
+    /// The key was free: this request holds it, with this new payment.
+    Inserted(Box<Payment>),
+    /// Another request has (or had) the key.
+    Existing(Option<Existing>),
+}
 
 /// An idempotency key held by this request.
 struct Claim<'a> {
@@ -43,10 +52,7 @@ impl Gateway {
         provider.validate(&checkout)?;
         match checkout.idempotency_key.clone() {
             None => {
-                let id = PaymentId::new();
-                let mut tx = self.store().begin().await?;
-                let payment = self.insert_payment(&mut tx, &row(&id, &checkout, caller)).await?;
-                tx.commit().await?;
+                let payment = self.insert_new(&checkout, caller).await?;
                 tracing::Span::current().record("payment_id", payment.id.as_str());
                 self.open_checkout(&provider, &checkout, payment, None).await
             }
@@ -66,21 +72,19 @@ impl Gateway {
         let deadline = Instant::now() + self.inner.idempotency_wait;
         loop {
             let claim = Claim { scope, token: prefixed_ulid("lease_") };
-            let mut tx = self.store().begin().await?;
-            let id = PaymentId::new();
-            if idempotency::try_insert(&mut tx, scope, &fp, id.as_str(), &claim.token).await? {
-                let payment = self.insert_payment(&mut tx, &row(&id, checkout, caller)).await?;
-                tx.commit().await?;
-                tracing::Span::current().record("payment_id", payment.id.as_str());
-                return self.open_checkout(provider, checkout, payment, Some(&claim)).await;
-            }
-            match idempotency::inspect_or_take_over(&mut tx, scope, &fp, &claim.token).await? {
-                None => tx.rollback().await?,
+            let existing = match self.claim_key(scope, &fp, checkout, &claim.token).await? {
+                ClaimStep::Inserted(payment) => {
+                    tracing::Span::current().record("payment_id", payment.id.as_str());
+                    return self.open_checkout(provider, checkout, *payment, Some(&claim)).await;
+                }
+                ClaimStep::Existing(existing) => existing,
+            };
+            match existing {
+                None => {}
                 Some(Existing::Mismatch { payment_id }) => {
                     return Err(ApiError::IdempotencyKeyReused { payment_id: payment_id.to_string() });
                 }
                 Some(Existing::Completed { payment_id, error }) => {
-                    tx.commit().await?;
                     return match error {
                         Some(e) if e.outcome_unknown => {
                             Err(ApiError::ProviderOutcomeUnknown { payment_id: payment_id.to_string() })
@@ -90,7 +94,6 @@ impl Gateway {
                     };
                 }
                 Some(Existing::TakenOver { payment_id, after_crash }) => {
-                    tx.commit().await?;
                     let payment = self.load(&payment_id).await?;
                     // A callback may have moved the payment on, or the checkout was recorded:
                     // then there is nothing to retry.
@@ -115,7 +118,6 @@ impl Gateway {
                     return self.open_checkout(provider, checkout, payment, Some(&claim)).await;
                 }
                 Some(Existing::InProgress) => {
-                    tx.rollback().await?;
                     if Instant::now() > deadline {
                         return Err(ApiError::IdempotencyInProgress);
                     }
@@ -123,6 +125,42 @@ impl Gateway {
                 }
             }
         }
+    }
+
+    /// Inserts a new PENDING payment (no idempotency key) in its own transaction.
+    #[tracing::instrument(name = "db.transaction", skip_all, fields(db.operation = "insert_payment"))]
+    async fn insert_new(&self, checkout: &NewCheckout, caller: Option<&str>) -> Result<Payment, ApiError> {
+        let id = PaymentId::new();
+        let mut tx = self.store().begin().await?;
+        let payment = self.insert_payment(&mut tx, &row(&id, checkout, caller)).await?;
+        tx.commit().await?;
+        Ok(payment)
+    }
+
+    /// One transaction on the idempotency key: claims it together with a new PENDING payment,
+    /// or reads (and possibly takes over) the row that holds it. Committed or rolled back here.
+    #[tracing::instrument(name = "db.transaction", skip_all, fields(db.operation = "claim_idempotency_key"))]
+    async fn claim_key(
+        &self,
+        scope: Scope<'_>,
+        fp: &[u8],
+        checkout: &NewCheckout,
+        token: &str,
+    ) -> Result<ClaimStep, ApiError> {
+        let mut tx = self.store().begin().await?;
+        let id = PaymentId::new();
+        if idempotency::try_insert(&mut tx, scope, fp, id.as_str(), token).await? {
+            let caller = (!scope.caller.is_empty()).then_some(scope.caller);
+            let payment = self.insert_payment(&mut tx, &row(&id, checkout, caller)).await?;
+            tx.commit().await?;
+            return Ok(ClaimStep::Inserted(Box::new(payment)));
+        }
+        let existing = idempotency::inspect_or_take_over(&mut tx, scope, fp, token).await?;
+        match existing {
+            Some(Existing::Completed { .. } | Existing::TakenOver { .. }) => tx.commit().await?,
+            _ => tx.rollback().await?,
+        }
+        Ok(ClaimStep::Existing(existing))
     }
 
     /// Inserts a new PENDING payment with its first scheduled provider check.
@@ -148,13 +186,27 @@ impl Gateway {
         payment: Payment,
         claim: Option<&Claim<'_>>,
     ) -> Result<(Payment, bool), ApiError> {
-        self.metrics().count_call(provider.name(), "create");
         let ctx = CheckoutContext { payment_id: payment.id.as_str(), checkout, created_at: payment.created_at };
-        let result = match tokio::time::timeout(PROVIDER_CALL_TIMEOUT, provider.create_checkout(ctx)).await {
-            Ok(result) => result,
-            Err(_) => Err(ProviderError::Timeout),
+        let call = async {
+            match tokio::time::timeout(PROVIDER_CALL_TIMEOUT, provider.create_checkout(ctx)).await {
+                Ok(result) => result,
+                Err(_) => Err(ProviderError::Timeout),
+            }
         };
+        let result = self.call_provider(&**provider, Operation::Create, call).await;
+        self.record_create(&**provider, payment, claim, result).await
+    }
 
+    /// Records the outcome of a create call (and completes or releases the key) in one
+    /// transaction; a second one records the checkout when the lease was lost meanwhile.
+    #[tracing::instrument(name = "db.transaction", skip_all, fields(db.operation = "record_create"))]
+    async fn record_create(
+        &self,
+        provider: &dyn Provider,
+        payment: Payment,
+        claim: Option<&Claim<'_>>,
+        result: Result<CheckoutCreated, ProviderError>,
+    ) -> Result<(Payment, bool), ApiError> {
         // Outcome unknown (timeout, 500/502/504, an unusable answer): never create again for
         // this payment, unless the provider dedupes creates on our reference.
         let never_resend = matches!(&result, Err(e) if e.outcome_unknown()) && !provider.create_is_idempotent();
@@ -218,8 +270,9 @@ impl Gateway {
                     }
                     ignored => ignored,
                 };
-                payments::record(&mut tx, &before, outcome, info(EventKind::ProviderRejected)).await?;
+                let after = payments::record(&mut tx, &before, outcome, info(EventKind::ProviderRejected)).await?;
                 tx.commit().await?;
+                self.note_applied(&before, &after);
                 Err(ApiError::ProviderRejected { provider_code: code })
             }
             Err(e) if e.outcome_unknown() => {

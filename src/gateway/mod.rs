@@ -10,7 +10,9 @@ mod status;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tracing::Instrument;
 
 pub use callbacks::CallbackOutcome;
 pub use reconciler::{next_scheduled, run_check_worker};
@@ -18,9 +20,12 @@ pub use status::PaymentLookup;
 
 use crate::config::ReconcilerConfig;
 use crate::domain::ValidationError;
+use crate::domain::{Payment, PaymentStatus};
 use crate::error::ApiError;
+pub use crate::metrics::Metrics;
+use crate::metrics::{Event, Operation};
 use crate::providers::registry::LookupError;
-use crate::providers::{CallbackError, ProviderError, Registry};
+use crate::providers::{CallbackError, Provider, ProviderError, Registry};
 use crate::store::Store;
 
 /// The payments application: cheap to clone.
@@ -45,11 +50,13 @@ struct Inner {
 impl Gateway {
     /// Builds the application from its parts.
     pub fn new(store: Store, registry: Registry, reconciler: ReconcilerConfig) -> Self {
+        let metrics = Metrics::new();
+        metrics.register_store(store.acquire_wait());
         Self {
             inner: Arc::new(Inner {
                 store,
                 registry,
-                metrics: Metrics::default(),
+                metrics,
                 idempotency_wait: Duration::from_secs(60),
                 reconciler,
                 check_wake: tokio::sync::Notify::new(),
@@ -74,58 +81,48 @@ impl Gateway {
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
-}
 
-/// In-process counters (provider calls by provider and operation, unknown provider statuses,
-/// reconciler outcomes, late successes, local expiries).
-#[derive(Debug, Default)]
-pub struct Metrics {
-    provider_calls: Mutex<BTreeMap<(String, &'static str), u64>>,
-    unknown_statuses: Mutex<BTreeMap<String, u64>>,
-    /// (provider, event): `late_success`, `local_expiry`, and `check_<outcome>` of the reconciler.
-    events: Mutex<BTreeMap<(String, &'static str), u64>>,
-}
+    /// Calls a provider adapter: in a `provider.call` span, counted and timed by provider,
+    /// account, operation and outcome.
+    pub(crate) async fn call_provider<T>(
+        &self,
+        provider: &dyn Provider,
+        operation: Operation,
+        call: impl Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, ProviderError> {
+        let span = tracing::info_span!(
+            "provider.call",
+            otel.name = format!("provider {} {}", provider.name(), operation.as_str()),
+            provider = provider.name(),
+            account = provider.account(),
+            operation = operation.as_str(),
+            outcome = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = call.instrument(span.clone()).await;
+        let outcome = crate::metrics::call_outcome(&result);
+        span.record("outcome", outcome);
+        self.metrics().provider_call(provider.name(), provider.account(), operation, outcome, started.elapsed());
+        result
+    }
 
-impl Metrics {
-    fn count(&self, provider: &str, event: &'static str) {
-        if let Ok(mut counts) = self.events.lock() {
-            *counts.entry((provider.to_owned(), event)).or_default() += 1;
+    /// After a committed change of `before` into `after`: counts a status transition, and says
+    /// loudly when a success arrived after the payment was EXPIRED or CANCELLED (money was taken
+    /// for an order the caller may have given up on; applied all the same).
+    pub(crate) fn note_applied(&self, before: &Payment, after: &Payment) {
+        if before.status != after.status {
+            self.metrics().transition(&after.provider, before.status.as_str(), after.status.as_str());
         }
-    }
-
-    /// How often `event` happened for `provider`: `late_success` (a success learned after
-    /// EXPIRED or CANCELLED: a refund may be needed), `local_expiry` (expired with no provider
-    /// lookup possible), `check_done`, `check_rescheduled`, `check_failed`, `check_postponed`,
-    /// `check_lease_lost`, `reconciliation_failed`.
-    pub fn events(&self, provider: &str, event: &str) -> u64 {
-        self.events
-            .lock()
-            .map(|c| c.iter().filter(|((p, e), _)| p == provider && *e == event).map(|(_, n)| n).sum())
-            .unwrap_or(0)
-    }
-    fn count_unknown_status(&self, provider: &str) {
-        if let Ok(mut counts) = self.unknown_statuses.lock() {
-            *counts.entry(provider.to_owned()).or_default() += 1;
+        let closed = matches!(before.status, PaymentStatus::Expired | PaymentStatus::Cancelled);
+        if closed && after.status == PaymentStatus::Succeeded {
+            self.metrics().count(&after.provider, Event::LateSuccess);
+            tracing::warn!(
+                payment_id = %after.id,
+                provider = %after.provider,
+                previous_status = %before.status,
+                "payment succeeded after it was closed; a refund may be needed"
+            );
         }
-    }
-
-    /// How many reports from `provider` carried a status value we do not know.
-    pub fn unknown_statuses(&self, provider: &str) -> u64 {
-        self.unknown_statuses.lock().map(|c| c.get(provider).copied().unwrap_or(0)).unwrap_or(0)
-    }
-
-    fn count_call(&self, provider: &str, operation: &'static str) {
-        if let Ok(mut calls) = self.provider_calls.lock() {
-            *calls.entry((provider.to_owned(), operation)).or_default() += 1;
-        }
-    }
-
-    /// How many times `operation` (`create`, `status`) was called on `provider`'s adapters.
-    pub fn provider_calls(&self, provider: &str, operation: &str) -> u64 {
-        self.provider_calls
-            .lock()
-            .map(|calls| calls.iter().filter(|((p, o), _)| p == provider && *o == operation).map(|(_, n)| n).sum())
-            .unwrap_or(0)
     }
 }
 

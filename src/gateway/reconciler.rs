@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::Gateway;
 use crate::domain::{EventSource, Payment, PaymentStatus, StatusReport};
 use crate::error::ApiError;
+use crate::metrics::{Event, Operation};
 use crate::providers::{Provider, ProviderError};
 use crate::store::checks::{self, Claimed};
 
@@ -139,7 +140,7 @@ impl Gateway {
         match step {
             Step::Postpone => {
                 // The account's limits postpone a check, never drop it.
-                self.metrics().count(&claimed.provider, "check_postponed");
+                self.metrics().count(&claimed.provider, Event::CheckPostponed);
                 let due = Utc::now() + TimeDelta::from_std(MAX_RATE_WAIT).unwrap_or_default();
                 let result = async {
                     let mut conn = self.store().pool().acquire().await?;
@@ -149,7 +150,7 @@ impl Gateway {
                 self.note_fence(&claimed, result);
             }
             Step::Done | Step::Park => {
-                self.metrics().count(&claimed.provider, "check_done");
+                self.metrics().count(&claimed.provider, Event::CheckDone);
                 let park = step == Step::Park;
                 let finished = async {
                     let mut conn = self.store().pool().acquire().await?;
@@ -163,11 +164,11 @@ impl Gateway {
                 self.note_fence(&claimed, finished);
             }
             Step::Next(due) => {
-                self.metrics().count(&claimed.provider, "check_rescheduled");
+                self.metrics().count(&claimed.provider, Event::CheckRescheduled);
                 self.record_step(&claimed, due, 0, None).await;
             }
             Step::Retry(error) => {
-                self.metrics().count(&claimed.provider, "check_failed");
+                self.metrics().count(&claimed.provider, Event::CheckFailed);
                 let attempts = claimed.attempts.saturating_add(1);
                 let delay = backoff(attempts, cfg.backoff_initial_ms, cfg.backoff_max_secs);
                 let due = Utc::now() + TimeDelta::from_std(delay).unwrap_or_default();
@@ -192,7 +193,7 @@ impl Gateway {
         match result {
             Ok(true) => {}
             Ok(false) => {
-                self.metrics().count(&claimed.provider, "check_lease_lost");
+                self.metrics().count(&claimed.provider, Event::CheckLeaseLost);
                 tracing::warn!(payment_id = %claimed.payment_id, "provider check lease lost; another worker has it");
             }
             Err(e) => tracing::warn!(payment_id = %claimed.payment_id, error = %e, "cannot record a provider check"),
@@ -283,8 +284,7 @@ impl Gateway {
         expires_at: DateTime<Utc>,
         grace: TimeDelta,
     ) -> Result<Step, ApiError> {
-        self.metrics().count_call(provider.name(), "cancel");
-        let cancel_failed = match provider.cancel(payment).await {
+        let cancel_failed = match self.call_provider(provider, Operation::Cancel, provider.cancel(payment)).await {
             // Cancelled, refused (the session is no longer open) or not possible.
             Ok(()) | Err(ProviderError::Rejected { .. } | ProviderError::Unsupported) => None,
             Err(e) => Some(e.summary()),
@@ -292,7 +292,7 @@ impl Gateway {
         let report = match self.fetch(provider, payment).await {
             Ok(Some(report)) => report,
             Ok(None) if cancel_failed.is_none() => {
-                self.metrics().count(provider.name(), "local_expiry");
+                self.metrics().count(provider.name(), Event::LocalExpiry);
                 return self.expire(payment, None).await;
             }
             Ok(None) => return Ok(Step::Retry(cancel_failed.unwrap_or_default())),
@@ -349,8 +349,7 @@ impl Gateway {
             Ok(false) => return Ok(None),
             Err(e) => return Err(ProviderError::Unavailable(format!("database: {}", e.reason()))),
         }
-        self.metrics().count_call(provider.name(), "status");
-        provider.fetch_status(payment).await
+        self.call_provider(provider, Operation::Status, provider.fetch_status(payment)).await
     }
 
     /// Asks the provider and applies the answer (`source` `reconciler`; `expiry` when the
@@ -380,7 +379,7 @@ impl Gateway {
     }
 
     async fn expire_unreconciled(&self, payment: &Payment, why: &str) -> Result<Step, ApiError> {
-        self.metrics().count(&payment.provider, "reconciliation_failed");
+        self.metrics().count(&payment.provider, Event::ReconciliationFailed);
         tracing::warn!(payment_id = %payment.id, provider = %payment.provider, why, "expiring a payment the provider never confirmed");
         self.expire(payment, Some((RECONCILIATION_FAILED, "expired without a provider answer after the grace period")))
             .await

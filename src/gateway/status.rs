@@ -4,6 +4,7 @@ use super::Gateway;
 use crate::auth::ReadScope;
 use crate::domain::{EventKind, EventSource, Payment, PaymentId, PaymentStatus, StatusReport};
 use crate::error::ApiError;
+use crate::metrics::Operation;
 use crate::store::payments::{self, EventInfo};
 
 /// How GetPaymentStatus names a payment.
@@ -84,8 +85,8 @@ impl Gateway {
             return Ok(payment);
         }
         let provider = self.registry().resolve(&payment.provider, &payment.account)?;
-        self.metrics().count_call(provider.name(), "status");
-        let Some(report) = provider.fetch_status(&payment).await? else {
+        let Some(report) = self.call_provider(&*provider, Operation::Status, provider.fetch_status(&payment)).await?
+        else {
             return Ok(payment);
         };
         self.apply_report_by(&payment.id, &report, source, caller).await
@@ -123,6 +124,7 @@ impl Gateway {
     }
 
     /// Like [`Gateway::apply_report`], only when `guard` holds for the locked row; `None` otherwise.
+    #[tracing::instrument(name = "db.transaction", skip_all, fields(db.operation = "apply_report"))]
     pub(super) async fn apply_report_if(
         &self,
         id: &PaymentId,
@@ -142,22 +144,7 @@ impl Gateway {
         let info = EventInfo { provider_occurred_at: report.occurred_at, ..EventInfo::new(outcome.kind(), source).by(caller) };
         let after = payments::record(&mut tx, &before, outcome, info).await?;
         tx.commit().await?;
-        self.note_late_success(&before, &after);
+        self.note_applied(&before, &after);
         Ok(Some(after))
-    }
-
-    /// A success learned after the payment was EXPIRED or CANCELLED: the shopper paid for an
-    /// order the caller may have given up on. Applied (money was taken), and said loudly.
-    pub(super) fn note_late_success(&self, before: &Payment, after: &Payment) {
-        let closed = matches!(before.status, PaymentStatus::Expired | PaymentStatus::Cancelled);
-        if closed && after.status == PaymentStatus::Succeeded {
-            self.metrics().count(&after.provider, "late_success");
-            tracing::warn!(
-                payment_id = %after.id,
-                provider = %after.provider,
-                previous_status = %before.status,
-                "payment succeeded after it was closed; a refund may be needed"
-            );
-        }
     }
 }

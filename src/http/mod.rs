@@ -6,6 +6,7 @@ mod checkout_page;
 mod health;
 mod page;
 mod returns;
+mod trace;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -32,6 +33,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/checkout/{provider}/{payment_id}", get(checkout_page::show).post(checkout_page::submit))
         // Alias: open sandbox payments carry this `checkout_url`.
         .route("/sandbox/checkout/{payment_id}", get(checkout_page::show_sandbox).post(checkout_page::submit_sandbox))
+        // Probes stay out of traces: the kubelet calls them every few seconds.
+        .route_layer(axum::middleware::from_fn(trace::traced))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .with_state(state)

@@ -2,6 +2,7 @@
 //! timeouts, and a single mapping from transport and HTTP outcomes to [`ProviderError`].
 
 use reqwest::{RequestBuilder, StatusCode};
+use tracing::Instrument;
 
 use super::ProviderError;
 
@@ -22,14 +23,34 @@ pub struct Success {
 /// - other 4xx → `Rejected`, with the code `error_code` finds in the body (or `http_<status>`).
 ///
 /// Bodies are never logged or put in messages: providers echo customer data in errors.
+///
+/// Each call is a client span (method and host only: paths and queries carry ids) whose W3C
+/// `traceparent`/`tracestate` go out with the request.
 pub async fn send(
     request: RequestBuilder,
     error_code: impl Fn(&[u8]) -> Option<String>,
 ) -> Result<Success, ProviderError> {
-    let response = request.send().await.map_err(transport_error)?;
-    let status = response.status();
-    let body = response.bytes().await.map_err(transport_error)?.to_vec();
-    classify(status, body, error_code)
+    let (client, request) = request.build_split();
+    let mut request = request.map_err(transport_error)?;
+    let host = request.url().host_str().unwrap_or("").to_owned();
+    let span = tracing::info_span!(
+        "provider.http",
+        otel.name = format!("{} {host}", request.method()),
+        otel.kind = "client",
+        http.request.method = %request.method(),
+        server.address = %host,
+        http.response.status_code = tracing::field::Empty,
+    );
+    async {
+        crate::telemetry::inject_current_context(request.headers_mut());
+        let response = client.execute(request).await.map_err(transport_error)?;
+        let status = response.status();
+        tracing::Span::current().record("http.response.status_code", status.as_u16());
+        let body = response.bytes().await.map_err(transport_error)?.to_vec();
+        classify(status, body, error_code)
+    }
+    .instrument(span)
+    .await
 }
 
 /// The status/body half of [`send`], separate for testing.

@@ -193,3 +193,28 @@ pub async fn postpone(conn: &mut PgConnection, claimed: &Claimed, due_at: DateTi
     .rows_affected();
     Ok(n == 1)
 }
+
+/// The queue as metrics see it (all replicas).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct QueueStats {
+    /// Rows due now and not claimed.
+    pub due: i64,
+    /// Rows claimed by a worker whose lease has not run out.
+    pub leased: i64,
+    /// How long the oldest due, unclaimed row has been due; 0 when none.
+    pub oldest_due_age_secs: f64,
+}
+
+/// Reads [`QueueStats`]: index range scans on `due_at` and `leased_until`.
+pub async fn queue_stats(conn: &mut PgConnection) -> Result<QueueStats, sqlx::Error> {
+    let (due, leased, oldest): (i64, i64, Option<f64>) = sqlx::query_as(
+        "SELECT \
+             (SELECT count(*) FROM provider_checks WHERE leased_until IS NULL AND due_at <= clock_timestamp()), \
+             (SELECT count(*) FROM provider_checks WHERE leased_until > clock_timestamp()), \
+             (SELECT EXTRACT(EPOCH FROM clock_timestamp() - min(due_at))::float8 FROM provider_checks \
+              WHERE leased_until IS NULL AND due_at <= clock_timestamp())",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(QueueStats { due, leased, oldest_due_age_secs: oldest.unwrap_or(0.0).max(0.0) })
+}

@@ -26,6 +26,8 @@ pub type Tx = Transaction<'static, Postgres>;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    /// Time to get a connection and begin a transaction ([`Store::begin`]), exported as a metric.
+    acquire_wait: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Store {
@@ -40,14 +42,14 @@ impl Store {
             .connect_with(options)
             .await
             .context("cannot connect to the database")?;
-        let store = Self { pool };
+        let store = Self::from_pool(pool);
         store.migrate().await?;
         Ok(store)
     }
 
     /// Wraps an existing pool (migrations are not run).
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, acquire_wait: crate::metrics::latency_histogram() }
     }
 
     /// Applies pending migrations.
@@ -60,9 +62,18 @@ impl Store {
         &self.pool
     }
 
-    /// Starts a transaction.
+    /// Starts a transaction. The wait for a pooled connection (and `BEGIN`) is measured here,
+    /// the one place every transaction starts.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        self.pool.begin().await
+        let started = std::time::Instant::now();
+        let tx = self.pool.begin().await;
+        self.acquire_wait.observe(started.elapsed().as_secs_f64());
+        tx
+    }
+
+    /// The histogram [`Store::begin`] records into.
+    pub fn acquire_wait(&self) -> &prometheus_client::metrics::histogram::Histogram {
+        &self.acquire_wait
     }
 
     /// Readiness: the database answers and every embedded migration is applied.

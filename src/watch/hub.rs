@@ -1,7 +1,7 @@
 //! The per-replica shared reader of the event log.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -11,6 +11,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Payment, PaymentStatus};
+use crate::metrics::StreamMetrics;
 use crate::store::Store;
 use crate::store::events::{self, EventFilter, LogEvent, NOTIFY_CHANNEL};
 
@@ -56,7 +57,7 @@ struct Inner {
     sender: broadcast::Sender<Arc<WatchEvent>>,
     last_read: AtomicI64,
     shutdown: CancellationToken,
-    catch_ups: AtomicU64,
+    metrics: StreamMetrics,
 }
 
 impl Hub {
@@ -84,7 +85,7 @@ impl Hub {
                 sender,
                 last_read: AtomicI64::new(start),
                 shutdown,
-                catch_ups: AtomicU64::new(0),
+                metrics: StreamMetrics::default(),
             }),
         };
         tokio::spawn(hub.clone().run());
@@ -104,13 +105,23 @@ impl Hub {
                 sender,
                 last_read: AtomicI64::new(0),
                 shutdown: CancellationToken::new(),
-                catch_ups: AtomicU64::new(0),
+                metrics: StreamMetrics::default(),
             }),
         }
     }
 
     pub(super) fn pool(&self) -> &PgPool {
         &self.inner.pool
+    }
+
+    /// The streams' own pool (for its size metrics).
+    pub fn stream_pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The stream counters and lag histogram this hub and its subscribers update.
+    pub fn metrics(&self) -> &StreamMetrics {
+        &self.inner.metrics
     }
 
     /// Events held in the ring right now (never more than its capacity).
@@ -134,11 +145,17 @@ impl Hub {
 
     /// How many times a subscriber fell behind the ring and caught up from the table.
     pub fn catch_ups(&self) -> u64 {
-        self.inner.catch_ups.load(Ordering::Relaxed)
+        self.inner.metrics.catch_ups.get()
     }
 
     pub(super) fn count_catch_up(&self) {
-        self.inner.catch_ups.fetch_add(1, Ordering::Relaxed);
+        self.inner.metrics.catch_ups.inc();
+    }
+
+    /// Records how far behind the newest read event `event` was when a stream sent it.
+    pub(super) fn note_sent(&self, event: &WatchEvent) {
+        let behind = self.last_read().saturating_sub(event.sequence).max(0);
+        self.inner.metrics.lag.observe(behind as f64);
     }
 
     /// Number of live subscribers.

@@ -95,6 +95,7 @@ async fn next(mut s: State) -> Option<(Item, State)> {
             return None;
         }
         if let Some(event) = s.pending.pop_front() {
+            s.hub.note_sent(&event);
             return Some((Ok(event), s));
         }
         if s.replaying {
@@ -123,6 +124,7 @@ async fn next(mut s: State) -> Option<(Item, State)> {
                 }
                 s.last = event.sequence;
                 if matches(&s.filter, &event) {
+                    s.hub.note_sent(&event);
                     return Some((Ok(event), s));
                 }
             }
@@ -149,6 +151,7 @@ async fn read_page(hub: &Hub, filter: &EventFilter, after: i64) -> Result<(Vec<e
     }
     let rows = events::read_after(&mut db, after, PAGE, filter).await?;
     db.commit().await?;
+    hub.metrics().table_reads.inc();
     let full = rows.len() as i64 == PAGE;
     Ok((rows, full))
 }

@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockBuilder, MockServer, Request, Respond, ResponseTemplate};
 
-const API_KEY: &str = "hp_test_business_api_key";
-const SALT: &str = "hitpay_salt_test";
+pub(crate) const API_KEY: &str = "hp_test_business_api_key";
+pub(crate) const SALT: &str = "hitpay_salt_test";
 /// 2,500.00 SGD.
 const AMOUNT: i64 = 250_000;
 /// The shopper of every request: their e-mail and phone never appear in an answer or an error.
@@ -103,7 +103,7 @@ fn signer_matches_python_vectors() {
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Encoding {
+pub(crate) enum Encoding {
     Form,
     Json,
 }
@@ -225,8 +225,8 @@ impl RequestCheck for CreateBody {
 }
 
 /// The documented create answer; the request id is derived from our payment id.
-struct RequestCreated {
-    encoding: Encoding,
+pub(crate) struct RequestCreated {
+    pub(crate) encoding: Encoding,
 }
 
 fn request_id_for(payment_id: &str) -> String {

@@ -70,6 +70,7 @@ impl Server {
         cmd.env("PAYGATE_DATABASE__URL", &spawn.database_url)
             .env("PAYGATE_SERVER__GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
             .env("PAYGATE_SERVER__HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+            .env("PAYGATE_SERVER__METRICS_ADDR", "")
             .env("RUST_LOG", "warn")
             .envs(spawn.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

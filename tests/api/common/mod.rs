@@ -66,6 +66,7 @@ pub fn test_config(db_url: &str) -> Config {
     let mut config = Config::default();
     config.server.grpc_addr = "127.0.0.1:0".into();
     config.server.http_addr = "127.0.0.1:0".into();
+    config.server.metrics_addr = "127.0.0.1:0".into();
     config.server.shutdown_grace_secs = 5;
     config.database.url = db_url.into();
     config.database.max_connections = 5;
@@ -84,6 +85,8 @@ pub struct TestApp {
     pub grpc_addr: std::net::SocketAddr,
     /// `http://` + the bound HTTP address (usually also `public_base_url`).
     pub http: String,
+    /// `http://` + the bound metrics address (`server.metrics_addr`), unless it is off.
+    pub metrics: Option<String>,
     pub gateway: Gateway,
     pub hub: paygate::watch::Hub,
     /// A small pool on the test's database, for assertions.
@@ -112,6 +115,7 @@ async fn start(config: Config, extra: Vec<Arc<dyn Provider>>) -> TestApp {
     let app = Application::build_with(config.clone(), extra.clone()).await.expect("application builds");
     let grpc_addr = app.grpc_addr();
     let http = format!("http://{}", app.http_addr());
+    let metrics = app.metrics_addr().map(|a| format!("http://{a}"));
     let gateway = app.gateway().clone();
     let hub = app.hub().clone();
     let shutdown = CancellationToken::new();
@@ -119,7 +123,7 @@ async fn start(config: Config, extra: Vec<Arc<dyn Provider>>) -> TestApp {
     let grpc = connect(grpc_addr).await;
     let db = PgPoolOptions::new().max_connections(2).connect(&config.database.url).await.expect("test pool");
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    TestApp { config, grpc, grpc_addr, http, gateway, hub, db, client, extra, shutdown, handle }
+    TestApp { config, grpc, grpc_addr, http, metrics, gateway, hub, db, client, extra, shutdown, handle }
 }
 
 async fn connect(addr: std::net::SocketAddr) -> PaymentServiceClient<Channel> {
@@ -453,20 +457,29 @@ pub fn free_port() -> u16 {
 /// fresh loopback ports; returns once it answers gRPC. Inherited `PAYGATE_*` variables are
 /// removed so the developer's environment cannot change the test.
 pub async fn spawn_process(db_url: &str, extra_env: &[(&str, &str)]) -> Process {
+    spawn_process_with(db_url, extra_env, std::process::Stdio::null).await
+}
+
+/// [`spawn_process`] with its standard output piped (`child.stdout`), to read its logs.
+pub async fn spawn_process_piped(db_url: &str, extra_env: &[(&str, &str)]) -> Process {
+    spawn_process_with(db_url, extra_env, std::process::Stdio::piped).await
+}
+
+async fn spawn_process_with(db_url: &str, extra_env: &[(&str, &str)], stdout: fn() -> std::process::Stdio) -> Process {
     // A port taken between `free_port` and the bind makes the process exit: try new ports.
     for _ in 0..3 {
-        if let Some(process) = try_spawn_process(db_url, extra_env).await {
+        if let Some(process) = try_spawn_process(db_url, extra_env, stdout()).await {
             return process;
         }
     }
     panic!("paygate process did not start");
 }
 
-async fn try_spawn_process(db_url: &str, extra_env: &[(&str, &str)]) -> Option<Process> {
+async fn try_spawn_process(db_url: &str, extra_env: &[(&str, &str)], stdout: std::process::Stdio) -> Option<Process> {
     let (grpc_port, http_port) = (free_port(), free_port());
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_paygate"));
     for (k, _) in std::env::vars() {
-        if k.starts_with("PAYGATE_") || k == "DATABASE_URL" {
+        if k.starts_with("PAYGATE_") || k.starts_with("OTEL_") || k == "DATABASE_URL" {
             cmd.env_remove(k);
         }
     }
@@ -474,12 +487,13 @@ async fn try_spawn_process(db_url: &str, extra_env: &[(&str, &str)]) -> Option<P
         .env("PAYGATE_DATABASE__MAX_CONNECTIONS", "4")
         .env("PAYGATE_SERVER__GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
         .env("PAYGATE_SERVER__HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+        .env("PAYGATE_SERVER__METRICS_ADDR", "")
         .env("PAYGATE_SERVER__SHUTDOWN_GRACE_SECS", "5")
         .env("PAYGATE_PROVIDERS__SANDBOX__ACCOUNTS__DEFAULT__WEBHOOK_SECRET", SANDBOX_SECRET)
         .env("RUST_LOG", "warn")
         .envs(extra_env.iter().copied())
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null());
+        .stdout(stdout);
     // Killed if it does not come up (or this panics) before it is handed over as a `Process`.
     let mut starting = Starting(Some(cmd.spawn().expect("start paygate")));
     let url = format!("http://127.0.0.1:{grpc_port}");
