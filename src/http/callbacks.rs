@@ -3,11 +3,14 @@
 //! delivers through the shopper's browser (a form POST) get a redirect back to the caller's page.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::{HttpState, error_response, page};
+use crate::error::ApiError;
+use crate::limits::MAX_CALLBACK_BODY_BYTES;
 use crate::domain::{Payment, PaymentId, PaymentStatus};
 use crate::gateway::{CallbackOutcome, PaymentLookup};
 use crate::providers::{CallbackTransport, RawCallback};
@@ -18,7 +21,7 @@ pub async fn default_account(
     Path(provider): Path<String>,
     query: RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     handle(state, &provider, "default", query, headers, body).await
 }
@@ -28,7 +31,7 @@ pub async fn with_account(
     Path((provider, account)): Path<(String, String)>,
     query: RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     handle(state, &provider, &account, query, headers, body).await
 }
@@ -39,8 +42,16 @@ async fn handle(
     account: &str,
     query: RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    // Over the limit (`DefaultBodyLimit` in the router): refused before anything is read or written.
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error_response(&ApiError::BodyTooLarge { limit: MAX_CALLBACK_BODY_BYTES });
+        }
+        Err(_) => return error_response(&ApiError::invalid("body", "cannot be read")),
+    };
     let pairs = headers.iter().map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value.as_bytes())));
     let raw = RawCallback::new(pairs, body.to_vec(), query.0.unwrap_or_default());
     let transport = state

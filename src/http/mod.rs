@@ -35,6 +35,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/sandbox/checkout/{payment_id}", get(checkout_page::show_sandbox).post(checkout_page::submit_sandbox))
         // Probes stay out of traces: the kubelet calls them every few seconds.
         .route_layer(axum::middleware::from_fn(trace::traced))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::limits::MAX_CALLBACK_BODY_BYTES))
         .route("/healthz", get(health::live))
         .route("/readyz", get(health::ready))
         .with_state(state)

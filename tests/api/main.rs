@@ -7,6 +7,7 @@ mod common;
 mod conformance;
 
 mod api_errors;
+mod auth;
 mod browser;
 mod callbacks;
 mod cli;

@@ -152,6 +152,14 @@ impl TestApp {
         start(self.config.clone(), self.extra.clone()).await
     }
 
+    /// Stops the server and starts a new one on the same database, after `adjust` edits the
+    /// configuration.
+    pub async fn restart_with(self, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let (mut config, extra) = self.stop().await;
+        adjust(&mut config);
+        start(config, extra).await
+    }
+
     /// Stops the server and starts a new one on the same database and configuration.
     pub async fn restart(self) -> TestApp {
         let (config, extra) = self.stop().await;
