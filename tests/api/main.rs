@@ -16,6 +16,7 @@ mod exirom;
 mod hitpay;
 mod idempotency;
 mod lifecycle;
+mod migrate;
 mod recovery;
 mod returns;
 mod sandbox_flow;
