@@ -18,9 +18,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gRPC and HTTP servers (creates the database and runs migrations first).
+    /// Run the gRPC and HTTP servers (creates the database if configured and applies pending
+    /// migrations first; with `database.migrate_on_start = false` waits for `paygate migrate`).
     Serve,
-    /// Create the database if needed, apply migrations and exit.
+    /// Create the database if configured, apply pending migrations and exit. Reads only the
+    /// `[database]` and `[telemetry]` configuration (no provider credentials needed).
     Migrate,
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
@@ -30,8 +32,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Some(Command::Watch(args)) = cli.command {
+    let command = Cli::parse().command.unwrap_or(Command::Serve);
+    if let Command::Watch(args) = command {
         return match paygate::cli_watch::run(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -40,14 +42,18 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let config = match config::load() {
+    let loaded = match command {
+        Command::Migrate => config::load_for_migrate(),
+        _ => config::load(),
+    };
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("invalid configuration: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
         Command::CheckConfig => {
             print!("{}", config.to_redacted_toml());
             ExitCode::SUCCESS
@@ -61,9 +67,7 @@ async fn main() -> ExitCode {
                 }
             };
             let result = match command {
-                Command::Migrate => {
-                    Store::connect(&config.database).await.map(|_| tracing::info!("migrations applied"))
-                }
+                Command::Migrate => migrate(&config.database).await,
                 _ => serve(config).await,
             };
             match result {
@@ -75,6 +79,13 @@ async fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Applies pending migrations, whatever `database.migrate_on_start` says.
+async fn migrate(database: &config::DatabaseConfig) -> anyhow::Result<()> {
+    Store::open(database).await?.migrate().await?;
+    tracing::info!("migrations applied");
+    Ok(())
 }
 
 async fn serve(config: config::Config) -> anyhow::Result<()> {

@@ -40,8 +40,9 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to the database (creating it and running migrations), binds both listeners and
-    /// builds the provider registry.
+    /// Connects to the database (creating it when configured to, and applying migrations or,
+    /// with `database.migrate_on_start = false`, waiting until they are applied), binds both
+    /// listeners and builds the provider registry.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         Self::build_with(config, Vec::new()).await
     }

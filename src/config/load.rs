@@ -28,17 +28,56 @@ pub enum ConfigError {
 const ENV_PREFIX: &str = "PAYGATE_";
 const CONFIG_PATH_VAR: &str = "PAYGATE_CONFIG";
 
+/// Which command the configuration is loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// `serve` and `check-config`: every section is read and every rule applies.
+    Serve,
+    /// `migrate`: only `[database]` and `[telemetry]` are read and checked. The other sections
+    /// must still be known section names, but their contents (provider credentials, their
+    /// `_file`s, listen addresses) are neither read nor checked: migrating needs none of them.
+    Migrate,
+}
+
+/// Sections `paygate migrate` reads.
+const MIGRATE_SECTIONS: &[&str] = &["database", "telemetry"];
+
 /// Loads the configuration from the process environment and the file it names.
 pub fn load() -> Result<Config, ConfigError> {
+    load_scoped(Scope::Serve)
+}
+
+/// Loads what `paygate migrate` needs from the same sources as [`load`]: the `[database]` and
+/// `[telemetry]` sections, checked as strictly as for `serve`; the other sections' contents are
+/// ignored (so a migration job needs no provider credentials).
+pub fn load_for_migrate() -> Result<Config, ConfigError> {
+    load_scoped(Scope::Migrate)
+}
+
+fn load_scoped(scope: Scope) -> Result<Config, ConfigError> {
     let file = std::env::var_os(CONFIG_PATH_VAR).map(PathBuf::from);
-    load_from(
-        file.as_deref(),
-        std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-    )
+    let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    load_layers(file.as_deref(), env, scope)
 }
 
 /// Loads from an explicit file path and set of environment variables.
 pub fn load_from(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+    load_layers(file, env, Scope::Serve)
+}
+
+/// [`load_for_migrate`] from an explicit file path and set of environment variables.
+pub fn load_from_for_migrate(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    load_layers(file, env, Scope::Migrate)
+}
+
+fn load_layers(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    scope: Scope,
+) -> Result<Config, ConfigError> {
     let mut tree = Value::Object(Map::new());
     if let Some(path) = file {
         let text =
@@ -47,6 +86,7 @@ pub fn load_from(file: Option<&Path>, env: impl IntoIterator<Item = (String, Str
             .map_err(|e| ConfigError::ParseFile { path: path.into(), message: e.message().to_owned() })?;
         let mut layer = serde_json::to_value(table)
             .map_err(|e| ConfigError::ParseFile { path: path.into(), message: e.to_string() })?;
+        narrow(&mut layer, scope);
         resolve_files(&mut layer, "")?;
         merge(&mut tree, layer);
     }
@@ -69,6 +109,7 @@ pub fn load_from(file: Option<&Path>, env: impl IntoIterator<Item = (String, Str
         let layer = serde_json::json!({ "database": { "url": url } });
         merge(&mut tree, layer);
     }
+    narrow(&mut env_layer, scope);
     resolve_files(&mut env_layer, "")?;
     merge(&mut tree, env_layer);
 
@@ -80,11 +121,30 @@ pub fn load_from(file: Option<&Path>, env: impl IntoIterator<Item = (String, Str
         let message = if secret { "invalid value (not shown: secret)".to_owned() } else { e.inner().to_string() };
         ConfigError::Invalid { path, message }
     })?;
+    if scope == Scope::Migrate {
+        let problems = config.database.problems();
+        return if problems.is_empty() { Ok(config) } else { Err(ConfigError::Rules(problems)) };
+    }
     if config.providers.sandbox.enabled {
         config.providers.sandbox.accounts.entry("default".into()).or_default();
     }
     config.validate().map_err(ConfigError::Rules)?;
     Ok(config)
+}
+
+/// For [`Scope::Migrate`], empties every section of a layer that `migrate` does not read, before
+/// its `_file`s are resolved. Section names stay, so an unknown one is still an error.
+fn narrow(layer: &mut Value, scope: Scope) {
+    if scope != Scope::Migrate {
+        return;
+    }
+    if let Value::Object(sections) = layer {
+        for (name, section) in sections.iter_mut() {
+            if !MIGRATE_SECTIONS.contains(&name.as_str()) && section.is_object() {
+                *section = Value::Object(Map::new());
+            }
+        }
+    }
 }
 
 /// `SERVER__GRPC_ADDR` → `["server", "grpc_addr"]`; in an account-name segment `_` stands for `-`.
@@ -318,6 +378,49 @@ mod tests {
         .to_string();
         assert!(e.contains("server.grpc_addr"), "{e}");
         assert!(e.contains("providers.sandbox.accounts.bad!"), "{e}");
+    }
+
+    #[test]
+    fn migrate_on_start_defaults_to_true_and_parses_from_env() {
+        assert!(load_from(None, env(&[])).unwrap().database.migrate_on_start);
+        let c = load_from(None, env(&[("PAYGATE_DATABASE__MIGRATE_ON_START", "false")])).unwrap();
+        assert!(!c.database.migrate_on_start);
+        let f = file("[database]\nmigrate_on_start = false\n");
+        assert!(!load_from(Some(&f.0), env(&[])).unwrap().database.migrate_on_start);
+    }
+
+    #[test]
+    fn migrate_reads_only_the_database_and_telemetry_sections() {
+        // Provider credentials that are missing or unreadable, and serve-only rules, do not matter
+        // to `migrate`; `serve` still refuses the same sources.
+        let f = file(
+            "[server]\ngrpc_addr = \"nope\"\n[providers.xpay.accounts.eg]\nsecret_key_file = \"/nonexistent/k\"\n",
+        );
+        let sources = env(&[
+            ("DATABASE_URL", "postgres://db/paygate"),
+            ("PAYGATE_PROVIDERS__HITPAY__ACCOUNTS__SG__API_KEY_FILE", "/nonexistent/api_key"),
+            ("PAYGATE_DATABASE__MAX_CONNECTIONS", "1"),
+            ("PAYGATE_TELEMETRY__LOG_FORMAT", "json"),
+        ]);
+        let c = load_from_for_migrate(Some(&f.0), sources.clone()).unwrap();
+        assert_eq!(c.database.url, "postgres://db/paygate");
+        assert_eq!(c.database.max_connections, 1);
+        assert_eq!(c.telemetry.log_format, "json");
+        assert!(c.providers.xpay.accounts.is_empty() && c.providers.hitpay.accounts.is_empty());
+        assert!(load_from(Some(&f.0), sources).is_err());
+        // Its own sections stay strict, and section names are still checked.
+        let e = load_from_for_migrate(None, env(&[("PAYGATE_DATABASE__URL_FLIE", "/x")])).unwrap_err().to_string();
+        assert!(e.contains("url_flie"), "{e}");
+        let e =
+            load_from_for_migrate(None, env(&[("PAYGATE_DATABSE__URL", "postgres://db/x")])).unwrap_err().to_string();
+        assert!(e.contains("databse"), "{e}");
+        let e =
+            load_from_for_migrate(None, env(&[("PAYGATE_DATABASE__MAX_CONNECTIONS", "0")])).unwrap_err().to_string();
+        assert!(e.contains("database.max_connections"), "{e}");
+        let e = load_from_for_migrate(None, env(&[("PAYGATE_DATABASE__URL_FILE", "/nonexistent/url")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("database.url"), "{e}");
     }
 
     #[test]

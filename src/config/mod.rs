@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{ConfigError, load, load_from};
+pub use load::{ConfigError, load, load_for_migrate, load_from, load_from_for_migrate};
 pub use secret::{REDACTED, Secret};
 
 /// The whole service configuration.
@@ -190,11 +190,34 @@ pub struct DatabaseConfig {
     /// Create the database when it does not exist (needs CREATEDB on the server).
     #[serde(deserialize_with = "lenient::parse")]
     pub create_if_missing: bool,
+    /// Apply pending migrations when `serve` starts. When false, `serve` applies none and waits
+    /// until `paygate migrate` (e.g. a deployment's migration job) has brought the schema up to date.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub migrate_on_start: bool,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: "postgres://postgres@127.0.0.1:5432/paygate".into(), max_connections: 10, create_if_missing: true }
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/paygate".into(),
+            max_connections: 10,
+            create_if_missing: true,
+            migrate_on_start: true,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// What makes these settings unusable, each as `database.<key>: reason` (never a value).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.url.is_empty() {
+            problems.push("database.url: must be set".into());
+        }
+        if self.max_connections == 0 {
+            problems.push("database.max_connections: must be at least 1".into());
+        }
+        problems
     }
 }
 
@@ -256,12 +279,7 @@ impl Config {
                 }
             }
         }
-        if self.database.url.is_empty() {
-            errors.push("database.url: must be set".into());
-        }
-        if self.database.max_connections == 0 {
-            errors.push("database.max_connections: must be at least 1".into());
-        }
+        errors.extend(self.database.problems());
         let r = &self.reconciler;
         if r.schedule_secs.is_empty() || r.schedule_secs.windows(2).any(|w| w[0] >= w[1]) {
             errors.push("reconciler.schedule_secs: one or more increasing numbers of seconds".into());

@@ -31,8 +31,21 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects (creating the database first when configured to) and runs the migrations.
+    /// Connects (creating the database first when configured to) and makes sure the schema is
+    /// current: applies pending migrations when `database.migrate_on_start`, else waits until
+    /// `paygate migrate` has applied them (see [`Store::wait_for_schema`]).
     pub async fn connect(cfg: &DatabaseConfig) -> anyhow::Result<Self> {
+        let store = Self::open(cfg).await?;
+        if cfg.migrate_on_start {
+            store.migrate().await?;
+        } else {
+            store.wait_for_schema().await;
+        }
+        Ok(store)
+    }
+
+    /// Connects (creating the database first when configured to); leaves the schema alone.
+    pub async fn open(cfg: &DatabaseConfig) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(&cfg.url).context("database.url is not a valid Postgres URL")?;
         if cfg.create_if_missing {
             create_database_if_missing(&options).await?;
@@ -42,9 +55,24 @@ impl Store {
             .connect_with(options)
             .await
             .context("cannot connect to the database")?;
-        let store = Self::from_pool(pool);
-        store.migrate().await?;
-        Ok(store)
+        Ok(Self::from_pool(pool))
+    }
+
+    /// Waits until every embedded migration is applied (by `paygate migrate`, a migration job or
+    /// a replica that migrates on start), polling; logs while it waits.
+    pub async fn wait_for_schema(&self) {
+        let mut last_log: Option<std::time::Instant> = None;
+        while !self.ready().await {
+            if last_log.is_none_or(|t| t.elapsed() >= SCHEMA_WAIT_LOG_EVERY) {
+                tracing::warn!(
+                    latest_migration = latest_migration(),
+                    "database.migrate_on_start is false and the database schema is not at the latest migration \
+                     (or the database does not answer): waiting for `paygate migrate`"
+                );
+                last_log = Some(std::time::Instant::now());
+            }
+            tokio::time::sleep(SCHEMA_POLL).await;
+        }
     }
 
     /// Wraps an existing pool (migrations are not run).
@@ -78,12 +106,22 @@ impl Store {
 
     /// Readiness: the database answers and every embedded migration is applied.
     pub async fn ready(&self) -> bool {
-        let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let latest = latest_migration();
         let applied: Result<Option<i64>, _> =
             sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(&self.pool).await;
         matches!(applied, Ok(Some(v)) if v >= latest)
     }
 }
+
+/// Version of the newest embedded migration.
+fn latest_migration() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// How often a server that does not migrate checks whether the schema is current.
+const SCHEMA_POLL: Duration = Duration::from_millis(500);
+/// How often it says that it is still waiting.
+const SCHEMA_WAIT_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// Pool settings shared by every pool of the service. sqlx pings a connection on every
 /// acquire by default: one more round trip per transaction. A connection idle for less than

@@ -18,6 +18,7 @@ mod hitpay;
 mod idempotency;
 mod lifecycle;
 mod metrics;
+mod migrate;
 mod recovery;
 mod returns;
 mod sandbox_flow;
