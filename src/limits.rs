@@ -51,7 +51,8 @@ mod tests {
         let none = HashMap::<String, String>::new();
         assert_eq!(field(check_callback(&vec![b'x'; MAX_CALLBACK_BODY_BYTES], none.iter())), None);
         assert_eq!(field(check_callback(&vec![b'x'; MAX_CALLBACK_BODY_BYTES + 1], none.iter())), Some("body".into()));
-        let many: HashMap<String, String> = (0..=MAX_CALLBACK_HEADERS).map(|i| (format!("h{i}"), String::new())).collect();
+        let many: HashMap<String, String> =
+            (0..=MAX_CALLBACK_HEADERS).map(|i| (format!("h{i}"), String::new())).collect();
         assert_eq!(field(check_callback(b"", many.iter())), Some("headers".into()));
         let fits: HashMap<String, String> = [("h".to_owned(), "v".repeat(MAX_CALLBACK_HEADER_BYTES - 1))].into();
         assert_eq!(field(check_callback(b"", fits.iter())), None);

@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::limits::MAX_GRPC_MESSAGE_BYTES;
 use crate::config::{EventsConfig, Secret};
 use crate::gateway::{Gateway, run_check_worker};
 use crate::grpc::PaymentApi;
 use crate::http::{HttpState, router};
+use crate::limits::MAX_GRPC_MESSAGE_BYTES;
 use crate::pb::payment_service_server::PaymentServiceServer;
 use crate::providers::{Provider, ProviderContext, Registry};
 use crate::store::{Store, settings};
@@ -76,7 +76,9 @@ impl Application {
         }
         let auth = Authenticator::new(&config.auth);
         if !auth.enabled() {
-            tracing::warn!("no [auth.callers] configured: caller authentication is OFF and every client may call the API");
+            tracing::warn!(
+                "no [auth.callers] configured: caller authentication is OFF and every client may call the API"
+            );
         }
         let tls = if config.server.tls.cert.is_empty() {
             None

@@ -198,11 +198,7 @@ pub struct Authenticator {
 impl Authenticator {
     /// Builds from validated configuration (see [`config_problems`]).
     pub fn new(config: &AuthConfig) -> Self {
-        let callers = config
-            .callers
-            .iter()
-            .map(|(name, c)| (name.clone(), Arc::new(grant(name, c))))
-            .collect();
+        let callers = config.callers.iter().map(|(name, c)| (name.clone(), Arc::new(grant(name, c)))).collect();
         Self { callers }
     }
 
@@ -309,7 +305,10 @@ pub fn config_problems(auth: &AuthConfig, tls: &TlsConfig) -> Vec<String> {
     if !tls.client_ca.is_empty() && !cert {
         problems.push("server.tls.client_ca: needs server.tls.cert and server.tls.key".into());
     }
-    if cert && key && let Err(e) = server_tls_config(tls) {
+    if cert
+        && key
+        && let Err(e) = server_tls_config(tls)
+    {
         problems.push(format!("server.tls: {e}"));
     }
     problems

@@ -68,7 +68,8 @@ impl Gateway {
         caller: Option<&str>,
     ) -> Result<(Payment, bool), ApiError> {
         let fp = fingerprint(checkout);
-        let scope = Scope { caller: caller.unwrap_or(""), provider: &checkout.provider, account: &checkout.account, key };
+        let scope =
+            Scope { caller: caller.unwrap_or(""), provider: &checkout.provider, account: &checkout.account, key };
         let deadline = Instant::now() + self.inner.idempotency_wait;
         loop {
             let claim = Claim { scope, token: prefixed_ulid("lease_") };
@@ -235,8 +236,8 @@ impl Gateway {
                 let before = payments::lock(&mut tx, &payment.id).await?.ok_or(ApiError::PaymentNotFound)?;
                 if before.checkout_url.is_none() && before.status.is_open() {
                     let after = with_checkout(&before, created);
-                    let info = EventInfo::new(EventKind::CheckoutOpened, EventSource::Create)
-                        .by(payment.caller.as_deref());
+                    let info =
+                        EventInfo::new(EventKind::CheckoutOpened, EventSource::Create).by(payment.caller.as_deref());
                     payments::update(&mut tx, &before, &after, &info).await?;
                 }
                 tx.commit().await?;

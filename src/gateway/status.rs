@@ -80,7 +80,12 @@ impl Gateway {
     }
 
     /// [`Gateway::refresh`] on behalf of an authenticated caller (named on the event).
-    async fn refresh_by(&self, payment: Payment, source: EventSource, caller: Option<&str>) -> Result<Payment, ApiError> {
+    async fn refresh_by(
+        &self,
+        payment: Payment,
+        source: EventSource,
+        caller: Option<&str>,
+    ) -> Result<Payment, ApiError> {
         if !self.lookup_allowed(&payment).await? {
             return Ok(payment);
         }
@@ -141,7 +146,8 @@ impl Gateway {
         }
         let outcome = before.apply(report);
         self.note_unknown_status(&before.provider, report, outcome.kind());
-        let info = EventInfo { provider_occurred_at: report.occurred_at, ..EventInfo::new(outcome.kind(), source).by(caller) };
+        let info =
+            EventInfo { provider_occurred_at: report.occurred_at, ..EventInfo::new(outcome.kind(), source).by(caller) };
         let after = payments::record(&mut tx, &before, outcome, info).await?;
         tx.commit().await?;
         self.note_applied(&before, &after);

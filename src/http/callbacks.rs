@@ -9,10 +9,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::{HttpState, error_response, page};
-use crate::error::ApiError;
-use crate::limits::MAX_CALLBACK_BODY_BYTES;
 use crate::domain::{Payment, PaymentId, PaymentStatus};
+use crate::error::ApiError;
 use crate::gateway::{CallbackOutcome, PaymentLookup};
+use crate::limits::MAX_CALLBACK_BODY_BYTES;
 use crate::providers::{CallbackTransport, RawCallback};
 use crate::store::checks::CheckReason;
 

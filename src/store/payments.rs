@@ -157,19 +157,19 @@ pub async fn newest_by_reference(
     reference: &str,
     owner: Option<&str>,
 ) -> Result<Option<Payment>, sqlx::Error> {
-    let row = match owner {
-        None => {
-            sqlx::query(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM payments WHERE merchant_reference = $1 ORDER BY created_at DESC, id DESC LIMIT 1"
-            ))
-            .bind(reference)
-            .fetch_optional(conn)
-            .await?
-        }
-        Some(owner) => {
-            sqlx::query(concat!(
+    let row =
+        match owner {
+            None => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM payments WHERE merchant_reference = $1 ORDER BY created_at DESC, id DESC LIMIT 1"
+                ))
+                .bind(reference)
+                .fetch_optional(conn)
+                .await?
+            }
+            Some(owner) => sqlx::query(concat!(
                 "SELECT ",
                 columns!(),
                 " FROM payments WHERE caller = $2 AND merchant_reference = $1 ORDER BY created_at DESC, id DESC LIMIT 1"
@@ -177,9 +177,8 @@ pub async fn newest_by_reference(
             .bind(reference)
             .bind(owner)
             .fetch_optional(conn)
-            .await?
-        }
-    };
+            .await?,
+        };
     row.as_ref().map(from_row).transpose()
 }
 

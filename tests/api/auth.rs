@@ -49,7 +49,11 @@ async fn create(app: &TestApp, token: &str, reference: &str) -> Result<pb::Payme
 async fn get(app: &TestApp, token: &str, id: &str, reference: &str) -> Result<pb::Payment, tonic::Status> {
     let message =
         pb::GetPaymentStatusRequest { payment_id: id.into(), merchant_reference: reference.into(), refresh: false };
-    app.grpc.clone().get_payment_status(as_caller(message, token)).await.map(|r| r.into_inner().payment.expect("payment"))
+    app.grpc
+        .clone()
+        .get_payment_status(as_caller(message, token))
+        .await
+        .map(|r| r.into_inner().payment.expect("payment"))
 }
 
 fn assert_reason(status: &tonic::Status, code: tonic::Code, reason: &str) {
@@ -78,11 +82,8 @@ async fn missing_or_unknown_tokens_are_unauthenticated_and_write_nothing() {
     assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 0);
 
     // Health stays open.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", app.grpc_addr)).unwrap().connect().await.unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let answer = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.unwrap();
     assert_eq!(answer.into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
@@ -211,7 +212,8 @@ async fn a_relay_applies_verified_callbacks_but_sees_only_what_it_may_read() {
         headers: [("Paygate-Sandbox-Signature".to_owned(), header.clone())].into(),
         query: String::new(),
     };
-    let answer = app.grpc.clone().verify_callback(as_caller(message.clone(), "relay-token")).await.unwrap().into_inner();
+    let answer =
+        app.grpc.clone().verify_callback(as_caller(message.clone(), "relay-token")).await.unwrap().into_inner();
     assert!(answer.status_changed);
     assert!(answer.payment.is_none(), "the relay may not read web's payment");
     assert_eq!(get(&app, "web-token", &payment.id, "").await.unwrap().status, pb::PaymentStatus::Succeeded as i32);
@@ -249,4 +251,149 @@ async fn payments_from_before_authentication_are_visible_only_with_read_all() {
     let status = get(&app, "web-token", "", "legacy").await.unwrap_err();
     assert_reason(&status, tonic::Code::NotFound, "PAYMENT_NOT_FOUND");
     assert_eq!(get(&app, "ops-token", &old.id, "").await.unwrap().id, old.id);
+}
+
+mod mtls {
+    //! mTLS: a client certificate signed by `server.tls.client_ca` names the caller by its subject
+    //! CN (or first DNS SAN); tokens still work without a certificate; the two must agree.
+
+    use paygate::config::{Secret, TlsConfig};
+    use paygate::pb::payment_service_client::PaymentServiceClient;
+    use paygate::startup::Application;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType};
+    use tokio_util::sync::CancellationToken;
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+    use super::*;
+
+    struct Pki {
+        ca: String,
+        issuer: Issuer<'static, KeyPair>,
+    }
+
+    impl Pki {
+        fn new(name: &str) -> Self {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.distinguished_name.push(DnType::CommonName, name);
+            let ca = params.self_signed(&key).unwrap().pem();
+            Self { ca, issuer: Issuer::new(params, key) }
+        }
+
+        /// (certificate PEM, key PEM) with this CN (or none) and these DNS SANs.
+        fn issue(&self, cn: Option<&str>, sans: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            if let Some(cn) = cn {
+                params.distinguished_name.push(DnType::CommonName, cn);
+            }
+            params.subject_alt_names = sans.iter().map(|s| SanType::DnsName((*s).try_into().unwrap())).collect();
+            params.extended_key_usages = vec![usage];
+            let cert = params.signed_by(&key, &self.issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        }
+    }
+
+    struct TlsApp {
+        addr: std::net::SocketAddr,
+        ca: String,
+        db: sqlx::PgPool,
+        stop: CancellationToken,
+    }
+
+    async fn start(pki: &Pki) -> TlsApp {
+        let url = common::fresh_database_url().await;
+        let mut config = common::test_config(&url);
+        callers(&mut config);
+        let (cert, key) = pki.issue(None, &["localhost"], ExtendedKeyUsagePurpose::ServerAuth);
+        config.server.tls = TlsConfig { cert, key: Secret::new(key), client_ca: pki.ca.clone() };
+        let app = Application::build(config).await.expect("builds with TLS");
+        let addr = app.grpc_addr();
+        let stop = CancellationToken::new();
+        tokio::spawn(app.run(stop.clone()));
+        TlsApp { addr, ca: pki.ca.clone(), db: common::small_pool(&url).await, stop }
+    }
+
+    async fn client(
+        app: &TlsApp,
+        identity: Option<&(String, String)>,
+    ) -> Result<PaymentServiceClient<Channel>, String> {
+        let mut tls = ClientTlsConfig::new().domain_name("localhost").ca_certificate(Certificate::from_pem(&app.ca));
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        let endpoint = Endpoint::from_shared(format!("https://{}", app.addr)).unwrap().tls_config(tls).unwrap();
+        let mut last = String::new();
+        for _ in 0..50 {
+            match endpoint.connect().await {
+                Ok(channel) => return Ok(PaymentServiceClient::new(channel)),
+                Err(e) => last = format!("{e:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(last)
+    }
+
+    fn request(reference: &str) -> pb::CreateCheckoutRequest {
+        pb::CreateCheckoutRequest {
+            provider: "sandbox".into(),
+            merchant_reference: reference.into(),
+            amount: Some(pb::Money { amount_minor: 1234, currency: "USD".into() }),
+            ..Default::default()
+        }
+    }
+
+    async fn owner(db: &sqlx::PgPool, id: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT caller FROM payments WHERE id = $1").bind(id).fetch_one(db).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn client_certificates_name_callers_and_must_agree_with_tokens() {
+        let pki = Pki::new("paygate test CA");
+        let app = start(&pki).await;
+        let web_cert = pki.issue(Some("web"), &[], ExtendedKeyUsagePurpose::ClientAuth);
+
+        // The certificate alone authenticates web.
+        let mut web = client(&app, Some(&web_cert)).await.unwrap();
+        let payment = web.create_checkout(request("tls-1")).await.unwrap().into_inner().payment.unwrap();
+        assert_eq!(owner(&app.db, &payment.id).await.as_deref(), Some("web"));
+        // Its own token too; another caller's token → UNAUTHENTICATED.
+        web.create_checkout(as_caller(request("tls-2"), "web-token")).await.unwrap();
+        let status = web.create_checkout(as_caller(request("tls-3"), "shop-old")).await.unwrap_err();
+        assert_reason(&status, tonic::Code::Unauthenticated, "UNAUTHENTICATED");
+
+        // No certificate: a token works, nothing else does.
+        let mut anonymous = client(&app, None).await.unwrap();
+        let payment = anonymous.create_checkout(as_caller(request("tls-4"), "shop-new")).await.unwrap();
+        assert_eq!(owner(&app.db, &payment.into_inner().payment.unwrap().id).await.as_deref(), Some("shop"));
+        let status = anonymous.create_checkout(request("tls-5")).await.unwrap_err();
+        assert_reason(&status, tonic::Code::Unauthenticated, "UNAUTHENTICATED");
+
+        // A first DNS SAN names the caller when there is no CN.
+        let san_cert = pki.issue(None, &["shop", "web"], ExtendedKeyUsagePurpose::ClientAuth);
+        let mut shop = client(&app, Some(&san_cert)).await.unwrap();
+        let payment = shop.create_checkout(request("tls-6")).await.unwrap().into_inner().payment.unwrap();
+        assert_eq!(owner(&app.db, &payment.id).await.as_deref(), Some("shop"));
+
+        // A certificate of our CA naming no configured caller is not enough, even with a token.
+        let stranger = pki.issue(Some("stranger"), &[], ExtendedKeyUsagePurpose::ClientAuth);
+        let mut stranger = client(&app, Some(&stranger)).await.unwrap();
+        let status = stranger.create_checkout(request("tls-7")).await.unwrap_err();
+        assert_reason(&status, tonic::Code::Unauthenticated, "UNAUTHENTICATED");
+        let status = stranger.create_checkout(as_caller(request("tls-8"), "web-token")).await.unwrap_err();
+        assert_reason(&status, tonic::Code::Unauthenticated, "UNAUTHENTICATED");
+
+        // A certificate from another CA does not get through the handshake.
+        let rogue = Pki::new("rogue CA").issue(Some("web"), &[], ExtendedKeyUsagePurpose::ClientAuth);
+        let rogue_result = match client(&app, Some(&rogue)).await {
+            Err(_) => true,
+            Ok(mut c) => c.create_checkout(request("tls-9")).await.is_err(),
+        };
+        assert!(rogue_result, "a certificate of another CA must be refused");
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payments").fetch_one(&app.db).await.unwrap();
+        assert_eq!(n, 4, "tls-1, tls-2, tls-4 and tls-6 only");
+        app.stop.cancel();
+    }
 }

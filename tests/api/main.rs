@@ -17,6 +17,7 @@ mod exirom;
 mod hitpay;
 mod idempotency;
 mod lifecycle;
+mod limits;
 mod metrics;
 mod migrate;
 mod recovery;
