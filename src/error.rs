@@ -45,6 +45,11 @@ pub enum ApiError {
     SequenceAhead { newest_sequence: i64 },
     #[error("server is shutting down; reconnect with after_sequence")]
     ShuttingDown,
+    /// Refunds are a separate capability: a paid payment cannot be cancelled.
+    #[error("the payment already succeeded")]
+    PaymentAlreadySucceeded,
+    #[error("the payment is final")]
+    PaymentFinal,
     #[error("not implemented yet")]
     Unimplemented,
     #[error("internal error")]
@@ -76,6 +81,8 @@ impl ApiError {
             Self::SequenceExpired { .. } => "SEQUENCE_EXPIRED",
             Self::SequenceAhead { .. } => "SEQUENCE_AHEAD",
             Self::ShuttingDown => "SHUTTING_DOWN",
+            Self::PaymentAlreadySucceeded => "PAYMENT_ALREADY_SUCCEEDED",
+            Self::PaymentFinal => "PAYMENT_FINAL",
             Self::Unimplemented => "UNIMPLEMENTED",
             Self::Internal(_) => "INTERNAL",
         }
@@ -87,7 +94,9 @@ impl ApiError {
             Self::PaymentNotFound | Self::ProviderNotFound | Self::AccountNotFound => Code::NotFound,
             Self::IdempotencyKeyReused { .. } => Code::AlreadyExists,
             Self::SignatureInvalid | Self::SignatureExpired => Code::PermissionDenied,
-            Self::AmountMismatch { .. } => Code::FailedPrecondition,
+            Self::AmountMismatch { .. } | Self::PaymentAlreadySucceeded | Self::PaymentFinal => {
+                Code::FailedPrecondition
+            }
             Self::ProviderUnavailable | Self::ProviderOutcomeUnknown { .. } => Code::Unavailable,
             Self::ProviderTimeout => Code::DeadlineExceeded,
             Self::IdempotencyInProgress => Code::Aborted,
@@ -119,7 +128,10 @@ impl ApiError {
             Self::InvalidField { .. } => 400,
             Self::SignatureInvalid | Self::SignatureExpired => 401,
             Self::PaymentNotFound | Self::ProviderNotFound | Self::AccountNotFound => 404,
-            Self::IdempotencyKeyReused { .. } | Self::IdempotencyInProgress => 409,
+            Self::IdempotencyKeyReused { .. }
+            | Self::IdempotencyInProgress
+            | Self::PaymentAlreadySucceeded
+            | Self::PaymentFinal => 409,
             Self::SequenceExpired { .. } | Self::SequenceAhead { .. } => 416,
             Self::ShuttingDown => 503,
             // An amount mismatch is recorded and answered 200 by the ingress itself.
@@ -184,6 +196,8 @@ mod tests {
             (ApiError::ProviderUnavailable, Code::Unavailable, 503),
             (ApiError::ProviderTimeout, Code::DeadlineExceeded, 504),
             (ApiError::ProviderOutcomeUnknown { payment_id: "p".into() }, Code::Unavailable, 503),
+            (ApiError::PaymentAlreadySucceeded, Code::FailedPrecondition, 409),
+            (ApiError::PaymentFinal, Code::FailedPrecondition, 409),
         ];
         for (e, code, http) in rows {
             assert_eq!(e.http_status(), http, "{e:?}");

@@ -9,7 +9,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
-use crate::gateway::{Gateway, PaymentLookup};
+use crate::gateway::{CancelRequest, Gateway, PaymentLookup};
 use crate::pb;
 use crate::pb::payment_service_server::PaymentService;
 use crate::providers::RawCallback;
@@ -72,6 +72,27 @@ impl PaymentService for PaymentApi {
             event_id: outcome.event_id,
             duplicate: outcome.duplicate,
             status_changed: outcome.status_changed,
+        }))
+    }
+
+    async fn cancel_checkout(
+        &self,
+        request: Request<pb::CancelCheckoutRequest>,
+    ) -> Result<Response<pb::CancelCheckoutResponse>, Status> {
+        let r = request.into_inner();
+        let payment =
+            self.gateway.cancel_checkout(CancelRequest { payment_id: r.payment_id, reason: r.reason }).await?;
+        Ok(Response::new(pb::CancelCheckoutResponse { payment: Some(payment_to_pb(&payment)) }))
+    }
+
+    async fn list_payments(
+        &self,
+        request: Request<pb::ListPaymentsRequest>,
+    ) -> Result<Response<pb::ListPaymentsResponse>, Status> {
+        let page = self.gateway.list_payments(convert::list_request(request.into_inner())).await?;
+        Ok(Response::new(pb::ListPaymentsResponse {
+            payments: page.payments.iter().map(payment_to_pb).collect(),
+            next_page_token: page.next_page_token,
         }))
     }
 
