@@ -9,6 +9,7 @@ mod conformance;
 mod api_errors;
 mod browser;
 mod callbacks;
+mod cancel;
 mod cli;
 mod embedder;
 mod eximpe;
