@@ -1,9 +1,10 @@
 //! ListPayments: validation, page tokens and paging over `store::listing`.
 //!
 //! A page token is opaque to callers: base64url of a version byte, the last payment's
-//! (`created_at` in microseconds, id) and a digest of the request's filters. It is only ever
-//! trusted as "continue after this (time, id) with exactly these filters": a token used with
-//! other filters, or one that does not decode, is `INVALID_FIELD` `page_token`.
+//! (`created_at` in microseconds, id) and a digest of the request's filters and that position.
+//! It is only ever trusted as "continue after this (time, id) with exactly these filters": a
+//! token used with other filters, altered, or one that does not decode, is `INVALID_FIELD`
+//! `page_token`.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -65,8 +66,7 @@ impl ListRequest {
         statuses.sort_by_key(|s| s.as_str());
         statuses.dedup();
         let mut providers = self.providers;
-        if let Some(unknown) = providers.iter().find(|p| !KNOWN_PROVIDERS.contains(&p.as_str())) {
-            let _ = unknown;
+        if providers.iter().any(|p| !KNOWN_PROVIDERS.contains(&p.as_str())) {
             return Err(ApiError::invalid("providers", "unknown provider"));
         }
         providers.sort();
@@ -94,10 +94,12 @@ impl ListRequest {
     }
 }
 
-/// Digest of the (normalized) filters a token is bound to.
-fn filter_digest(filter: &ListFilter) -> [u8; DIGEST_LEN] {
+/// Digest of the (normalized) filters and the position a token is bound to.
+fn token_digest(filter: &ListFilter, position: (i64, &str)) -> [u8; DIGEST_LEN] {
     let micros = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_micros());
     let canonical = serde_json::json!([
+        position.0,
+        position.1,
         filter.statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         filter.providers,
         filter.merchant_reference,
@@ -112,8 +114,9 @@ fn filter_digest(filter: &ListFilter) -> [u8; DIGEST_LEN] {
 
 fn encode_token(last: &Payment, filter: &ListFilter) -> String {
     let mut bytes = vec![TOKEN_VERSION];
-    bytes.extend_from_slice(&last.created_at.timestamp_micros().to_be_bytes());
-    bytes.extend_from_slice(&filter_digest(filter));
+    let micros = last.created_at.timestamp_micros();
+    bytes.extend_from_slice(&micros.to_be_bytes());
+    bytes.extend_from_slice(&token_digest(filter, (micros, last.id.as_str())));
     bytes.extend_from_slice(last.id.as_str().as_bytes());
     URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -126,11 +129,13 @@ fn decode_token(token: &str, filter: &ListFilter) -> Option<Cursor> {
     }
     let (micros, rest) = rest.split_at(8);
     let (digest, id) = rest.split_at(DIGEST_LEN);
-    if digest != filter_digest(filter) {
+    let micros = i64::from_be_bytes(micros.try_into().ok()?);
+    let id = std::str::from_utf8(id).ok()?;
+    if digest != token_digest(filter, (micros, id)) {
         return None;
     }
-    let created_at = DateTime::from_timestamp_micros(i64::from_be_bytes(micros.try_into().ok()?))?;
-    let id = PaymentId::parse(std::str::from_utf8(id).ok()?)?;
+    let created_at = DateTime::from_timestamp_micros(micros)?;
+    let id = PaymentId::parse(id)?;
     Some(Cursor { created_at, id: id.as_str().to_owned() })
 }
 
@@ -184,6 +189,7 @@ mod tests {
             providers: vec!["sandbox".into(), "xpay".into()],
             ..Default::default()
         };
-        assert_eq!(filter_digest(&a.parse().unwrap().0), filter_digest(&b.parse().unwrap().0));
+        let position = (1, "pay_01ARZ3NDEKTSV4RRFFQ69G5FAV");
+        assert_eq!(token_digest(&a.parse().unwrap().0, position), token_digest(&b.parse().unwrap().0, position));
     }
 }

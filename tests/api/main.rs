@@ -17,6 +17,7 @@ mod exirom;
 mod hitpay;
 mod idempotency;
 mod lifecycle;
+mod list;
 mod recovery;
 mod returns;
 mod sandbox_flow;
