@@ -1,7 +1,7 @@
 //! paygate: a payments gateway that takes payments through hosted-checkout providers behind one
 //! gRPC API (`paygate.v1.PaymentService`), with an HTTP side for callbacks and hosted pages.
 
-pub mod cli_watch;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;

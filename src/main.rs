@@ -1,4 +1,5 @@
-//! `paygate` binary: `serve` (default), `migrate`, `check-config`.
+//! `paygate` binary: `serve` (default), `migrate`, `check-config`, and the client commands
+//! `watch`, `list`, `cancel`.
 
 use std::process::ExitCode;
 
@@ -25,21 +26,34 @@ enum Command {
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
     /// Print payment status events from a running paygate (WatchPayments), resuming on reconnect.
-    Watch(paygate::cli_watch::WatchArgs),
+    Watch(paygate::cli::watch::WatchArgs),
+    /// List payments of a running paygate (ListPayments) as a table.
+    List(paygate::cli::list::ListArgs),
+    /// Cancel an open payment's checkout (CancelCheckout).
+    Cancel(paygate::cli::cancel::CancelArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Watch(args)) = cli.command {
-        return match paygate::cli_watch::run(args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("watch failed: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+    // Client commands talk to a running server: no configuration of their own.
+    let (name, result) = match cli.command {
+        Some(Command::Watch(args)) => ("watch", paygate::cli::watch::run(args).await),
+        Some(Command::List(args)) => ("list", paygate::cli::list::run(args).await),
+        Some(Command::Cancel(args)) => ("cancel", paygate::cli::cancel::run(args).await),
+        command => return server(command).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name} failed: {e:#}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// `serve` (also when no command is given), `migrate`, `check-config`.
+async fn server(command: Option<Command>) -> ExitCode {
     let config = match config::load() {
         Ok(c) => c,
         Err(e) => {
@@ -47,7 +61,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command.unwrap_or(Command::Serve) {
+    match command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
             print!("{}", config.to_redacted_toml());
             ExitCode::SUCCESS

@@ -16,7 +16,7 @@ use crate::providers::RawCallback;
 use crate::store::events::EventFilter;
 use crate::watch::{Hub, WatchRequest, subscribe};
 
-pub use convert::payment_to_pb;
+pub use convert::{payment_to_pb, status_to_pb};
 
 /// `paygate.v1.PaymentService` backed by the [`Gateway`] and the stream [`Hub`].
 #[derive(Debug, Clone)]
