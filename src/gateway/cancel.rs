@@ -114,7 +114,11 @@ impl Gateway {
     /// the checkout) closes the checkout it just opened, so a CANCELLED payment never keeps a
     /// live session; where the provider cannot (or does not answer), a check runs now and keeps
     /// looking until the session ends.
-    pub(super) async fn close_cancelled_checkout(&self, provider: &dyn Provider, payment: &Payment) -> Result<(), ApiError> {
+    pub(super) async fn close_cancelled_checkout(
+        &self,
+        provider: &dyn Provider,
+        payment: &Payment,
+    ) -> Result<(), ApiError> {
         tracing::info!(payment_id = %payment.id, "payment cancelled during its create; closing the new checkout");
         match self.cancel_at_provider(provider, payment).await {
             ProviderCancel::Closed => Ok(()),

@@ -83,13 +83,14 @@ impl ListRequest {
             n if (1..=MAX_PAGE_SIZE).contains(&n) => n,
             _ => return Err(ApiError::invalid("page_size", "must be 0 (default 50) to 500")),
         };
-        let cursor = if self.page_token.is_empty() {
-            None
-        } else {
-            Some(decode_token(&self.page_token, &filter).ok_or_else(|| {
-                ApiError::invalid("page_token", "not a page token of a request with these filters")
-            })?)
-        };
+        let cursor =
+            if self.page_token.is_empty() {
+                None
+            } else {
+                Some(decode_token(&self.page_token, &filter).ok_or_else(|| {
+                    ApiError::invalid("page_token", "not a page token of a request with these filters")
+                })?)
+            };
         Ok((filter, i64::from(page_size), cursor))
     }
 }
@@ -170,7 +171,10 @@ mod tests {
         let last = crate::domain::Payment::fixture("sandbox", 1, "USD");
         let token = encode_token(&last, &filter);
         let cursor = decode_token(&token, &filter).unwrap();
-        assert_eq!((cursor.created_at.timestamp_micros(), cursor.id.as_str()), (last.created_at.timestamp_micros(), last.id.as_str()));
+        assert_eq!(
+            (cursor.created_at.timestamp_micros(), cursor.id.as_str()),
+            (last.created_at.timestamp_micros(), last.id.as_str())
+        );
         let other = ListFilter { providers: vec!["xpay".into()], ..filter.clone() };
         assert_eq!(decode_token(&token, &other), None);
         assert_eq!(decode_token("not a token", &filter), None);

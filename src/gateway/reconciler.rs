@@ -388,7 +388,11 @@ impl Gateway {
 
     /// The provider's answer about `payment`, when it may be asked (see
     /// [`Gateway::lookup_allowed`]). `None`: no lookup is possible.
-    pub(super) async fn fetch(&self, provider: &dyn Provider, payment: &Payment) -> Result<Option<StatusReport>, ProviderError> {
+    pub(super) async fn fetch(
+        &self,
+        provider: &dyn Provider,
+        payment: &Payment,
+    ) -> Result<Option<StatusReport>, ProviderError> {
         match self.lookup_allowed(payment).await {
             Ok(true) => {}
             Ok(false) => return Ok(None),

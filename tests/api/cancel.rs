@@ -189,10 +189,10 @@ async fn a_local_cancel_is_looked_up_until_the_session_ends_and_learns_a_success
     h.app().gateway.run_due_checks().await.unwrap();
     assert_eq!(h.app().get_payment(&payment.id).await.status(), PaymentStatus::Succeeded);
     let applied = h.app().applied(&payment.id).await;
-    assert_eq!(applied[applied.len() - 2..], [
-        ("cancelled".to_owned(), "cancel".to_owned()),
-        ("succeeded".to_owned(), "reconciler".to_owned())
-    ]);
+    assert_eq!(
+        applied[applied.len() - 2..],
+        [("cancelled".to_owned(), "cancel".to_owned()), ("succeeded".to_owned(), "reconciler".to_owned())]
+    );
     assert_eq!(h.app().gateway.metrics().events("xstak", "late_success"), 1);
 }
 

@@ -83,7 +83,8 @@ async fn list_and_cancel_commands_talk_to_the_server() {
     std::io::Write::write_all(&mut token, b"tok_operator\n").unwrap();
     let token_path = token.path().to_str().unwrap().to_owned();
 
-    let (code, stdout, stderr) = client(&app, &["cancel", &first.id, "--reason", "duplicate order", "--token-file", &token_path]).await;
+    let (code, stdout, stderr) =
+        client(&app, &["cancel", &first.id, "--reason", "duplicate order", "--token-file", &token_path]).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains(&first.id) && stdout.contains("CANCELLED"), "{stdout}");
     assert_eq!(app.get_payment(&first.id).await.status(), pb::PaymentStatus::Cancelled);

@@ -67,11 +67,10 @@ async fn lists_newest_first_filtered_by_status_provider_reference_and_time() {
         created_before: created[4].created_at,
         ..Default::default()
     };
-    assert_eq!(ids(&list(&app, window).await.unwrap()), [
-        created[3].id.clone(),
-        created[2].id.clone(),
-        created[1].id.clone()
-    ]);
+    assert_eq!(
+        ids(&list(&app, window).await.unwrap()),
+        [created[3].id.clone(), created[2].id.clone(), created[1].id.clone()]
+    );
     // Filters combine.
     let combined = pb::ListPaymentsRequest {
         statuses: vec![PaymentStatus::Succeeded.into()],
@@ -91,9 +90,15 @@ async fn invalid_requests_name_the_field() {
     let cases: Vec<(pb::ListPaymentsRequest, &str)> = vec![
         (pb::ListPaymentsRequest { page_size: 501, ..Default::default() }, "page_size"),
         (pb::ListPaymentsRequest { page_size: -1, ..Default::default() }, "page_size"),
-        (pb::ListPaymentsRequest { statuses: vec![PaymentStatus::Unspecified.into()], ..Default::default() }, "statuses"),
+        (
+            pb::ListPaymentsRequest { statuses: vec![PaymentStatus::Unspecified.into()], ..Default::default() },
+            "statuses",
+        ),
         (pb::ListPaymentsRequest { statuses: vec![1, 99], ..Default::default() }, "statuses"),
-        (pb::ListPaymentsRequest { providers: vec!["sandbox".into(), "paypal".into()], ..Default::default() }, "providers"),
+        (
+            pb::ListPaymentsRequest { providers: vec!["sandbox".into(), "paypal".into()], ..Default::default() },
+            "providers",
+        ),
         (
             pb::ListPaymentsRequest {
                 created_after: Some(prost_types::Timestamp { seconds: 0, nanos: -1 }),
@@ -114,7 +119,10 @@ async fn invalid_requests_name_the_field() {
         let (reason, metadata) = error_info(&err);
         assert_eq!((reason.as_str(), metadata.get("field").map(String::as_str)), ("INVALID_FIELD", Some(field)));
     }
-    assert_eq!(list(&app, pb::ListPaymentsRequest { page_size: 500, ..Default::default() }).await.unwrap().payments.len(), 3);
+    assert_eq!(
+        list(&app, pb::ListPaymentsRequest { page_size: 500, ..Default::default() }).await.unwrap().payments.len(),
+        3
+    );
 
     // A token only continues the listing it came from.
     let first = list(&app, pb::ListPaymentsRequest { page_size: 1, ..Default::default() }).await.unwrap();
@@ -134,7 +142,10 @@ async fn invalid_requests_name_the_field() {
         page_token: String::from_utf8(tampered).unwrap(),
         ..Default::default()
     };
-    assert_eq!(error_info(&list(&app, tampered).await.unwrap_err()).1.get("field").map(String::as_str), Some("page_token"));
+    assert_eq!(
+        error_info(&list(&app, tampered).await.unwrap_err()).1.get("field").map(String::as_str),
+        Some("page_token")
+    );
     // Another page size is fine: it is not a filter.
     let next = pb::ListPaymentsRequest { page_size: 5, page_token: first.next_page_token, ..Default::default() };
     assert_eq!(list(&app, next).await.unwrap().payments.len(), 2);
@@ -238,17 +249,31 @@ async fn each_common_shape_is_one_index_range_scan() {
     };
     let shapes = [
         ("none", ListFilter::default(), "payments_created_idx"),
-        ("status", ListFilter { statuses: vec!["processing".parse().unwrap()], ..Default::default() }, "payments_status_created_idx"),
-        ("provider", ListFilter { providers: vec!["xpay".into()], ..Default::default() }, "payments_provider_created_idx"),
-        ("reference", ListFilter { merchant_reference: Some("ref-42".into()), ..Default::default() }, "payments_reference_idx"),
+        (
+            "status",
+            ListFilter { statuses: vec!["processing".parse().unwrap()], ..Default::default() },
+            "payments_status_created_idx",
+        ),
+        (
+            "provider",
+            ListFilter { providers: vec!["xpay".into()], ..Default::default() },
+            "payments_provider_created_idx",
+        ),
+        (
+            "reference",
+            ListFilter { merchant_reference: Some("ref-42".into()), ..Default::default() },
+            "payments_reference_idx",
+        ),
     ];
-    let cursor = Cursor { created_at: now - chrono::TimeDelta::seconds(50_000), id: "pay_00000000000000000000050000".into() };
+    let cursor =
+        Cursor { created_at: now - chrono::TimeDelta::seconds(50_000), id: "pay_00000000000000000000050000".into() };
     let mut conn = app.db.acquire().await.unwrap();
     for (name, filter, index) in shapes {
         for filter in [filter.clone(), range(filter)] {
             for after in [None, Some(&cursor)] {
                 let plan = listing::explain_list(&mut conn, &filter, after, 51).await.unwrap();
-                let what = format!("{name} (range: {}, cursor: {})\n{plan}", filter.created_after.is_some(), after.is_some());
+                let what =
+                    format!("{name} (range: {}, cursor: {})\n{plan}", filter.created_after.is_some(), after.is_some());
                 assert!(!plan.contains("Seq Scan"), "{what}");
                 assert!(!plan.contains("Sort"), "{what}");
                 assert!(!plan.contains("Bitmap"), "{what}");
