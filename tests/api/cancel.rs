@@ -328,3 +328,29 @@ cancel_at_provider! {
     xpay => crate::xpay::Harness,
     hitpay => crate::hitpay::Harness,
 }
+
+#[tokio::test]
+async fn a_provider_timeout_is_deadline_exceeded_and_changes_nothing() {
+    use wiremock::matchers::{method, path, path_regex};
+    type XPay = crate::xpay::Harness;
+    let mock = wiremock::MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(XPay::CREATE_PATH))
+        .respond_with(crate::xpay::session_created)
+        .mount(&mock)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/checkout/sessions/[^/]+/expire$"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2)))
+        .mount(&mock)
+        .await;
+    let adapter = XPay::adapter(&mock, &common::short_timeout_context());
+    let app = common::spawn_app_with(|_| {}, vec![adapter]).await;
+    let payment = app.grpc.clone().create_checkout(XPay::request("cancel-timeout")).await.unwrap().into_inner();
+    let payment = payment.payment.unwrap();
+
+    let err = cancel(&app, &payment.id, "").await.unwrap_err();
+    assert_error(&err, tonic::Code::DeadlineExceeded, "PROVIDER_TIMEOUT");
+    let now = app.get_payment(&payment.id).await;
+    assert_eq!((now.status(), now.version), (PaymentStatus::Pending, payment.version));
+}
