@@ -355,3 +355,43 @@ async fn a_provider_timeout_is_deadline_exceeded_and_changes_nothing() {
     let now = app.get_payment(&payment.id).await;
     assert_eq!((now.status(), now.version), (PaymentStatus::Pending, payment.version));
 }
+
+/// The reason is free text that may hold personal data: it is stored with the event, and appears
+/// in no log line, even at `debug`, of a real `paygate` process.
+#[tokio::test]
+async fn the_reason_is_stored_but_never_logged() {
+    let db_url = common::fresh_database_url().await;
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut process = common::spawn_process_logging_to(&db_url, &[("RUST_LOG", "debug")], Some(log.path())).await;
+    let request = pb::CreateCheckoutRequest {
+        provider: "sandbox".into(),
+        merchant_reference: "cancel-log".into(),
+        amount: Some(pb::Money { amount_minor: 1234, currency: "USD".into() }),
+        ..Default::default()
+    };
+    let payment = process.grpc.create_checkout(request).await.unwrap().into_inner().payment.unwrap();
+    let reason = "Mona Lisa asked by phone +20 100 555 0199 to cancel";
+    let cancel = pb::CancelCheckoutRequest { payment_id: payment.id.clone(), reason: reason.into() };
+    let cancelled = process.grpc.cancel_checkout(cancel.clone()).await.unwrap().into_inner().payment.unwrap();
+    assert_eq!(cancelled.status(), PaymentStatus::Cancelled);
+    process.grpc.cancel_checkout(cancel).await.unwrap();
+    let too_long =
+        pb::CancelCheckoutRequest { payment_id: payment.id.clone(), reason: format!("{reason}{}", "x".repeat(500)) };
+    process.grpc.cancel_checkout(too_long).await.unwrap_err();
+
+    process.sigterm();
+    assert!(process.wait_exit(Duration::from_secs(15)).await.is_some_and(|s| s.success()));
+    let pool = common::small_pool(&db_url).await;
+    let stored: String =
+        sqlx::query_scalar("SELECT detail->>'reason' FROM payment_events WHERE payment_id = $1 AND source = 'cancel'")
+            .bind(&payment.id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, reason);
+    let logged = std::fs::read_to_string(log.path()).unwrap();
+    assert!(logged.contains("checkout cancelled") && logged.contains(&payment.id), "the log was captured: {logged}");
+    for part in ["Mona", "+20 100"] {
+        assert!(!logged.contains(part), "{part:?} logged:\n{logged}");
+    }
+}

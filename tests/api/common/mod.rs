@@ -453,16 +453,25 @@ pub fn free_port() -> u16 {
 /// fresh loopback ports; returns once it answers gRPC. Inherited `PAYGATE_*` variables are
 /// removed so the developer's environment cannot change the test.
 pub async fn spawn_process(db_url: &str, extra_env: &[(&str, &str)]) -> Process {
+    spawn_process_logging_to(db_url, extra_env, None).await
+}
+
+/// [`spawn_process`] with the process's stdout (its log) appended to `log` when given.
+pub async fn spawn_process_logging_to(
+    db_url: &str,
+    extra_env: &[(&str, &str)],
+    log: Option<&std::path::Path>,
+) -> Process {
     // A port taken between `free_port` and the bind makes the process exit: try new ports.
     for _ in 0..3 {
-        if let Some(process) = try_spawn_process(db_url, extra_env).await {
+        if let Some(process) = try_spawn_process(db_url, extra_env, log).await {
             return process;
         }
     }
     panic!("paygate process did not start");
 }
 
-async fn try_spawn_process(db_url: &str, extra_env: &[(&str, &str)]) -> Option<Process> {
+async fn try_spawn_process(db_url: &str, extra_env: &[(&str, &str)], log: Option<&std::path::Path>) -> Option<Process> {
     let (grpc_port, http_port) = (free_port(), free_port());
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_paygate"));
     for (k, _) in std::env::vars() {
@@ -479,7 +488,13 @@ async fn try_spawn_process(db_url: &str, extra_env: &[(&str, &str)]) -> Option<P
         .env("RUST_LOG", "warn")
         .envs(extra_env.iter().copied())
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null());
+        .stdout(match log {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file");
+                std::process::Stdio::from(file)
+            }
+            None => std::process::Stdio::null(),
+        });
     // Killed if it does not come up (or this panics) before it is handed over as a `Process`.
     let mut starting = Starting(Some(cmd.spawn().expect("start paygate")));
     let url = format!("http://127.0.0.1:{grpc_port}");
