@@ -56,6 +56,16 @@ async fn checked_until_expiry(app: &TestApp, id: &str) -> bool {
     .expect("check row")
 }
 
+/// Makes the payment's queued check due now and runs it.
+async fn run_check_now(app: &TestApp, id: &str) {
+    sqlx::query("UPDATE provider_checks SET due_at = now() WHERE payment_id = $1")
+        .bind(id)
+        .execute(&app.db)
+        .await
+        .expect("make the check due");
+    app.gateway.run_due_checks().await.expect("run due checks");
+}
+
 fn assert_error(status: &tonic::Status, code: tonic::Code, reason: &str) {
     assert_eq!(status.code(), code, "{status:?}");
     assert_eq!(error_info(status).0, reason, "{status:?}");
@@ -170,12 +180,7 @@ async fn a_local_cancel_is_looked_up_until_the_session_ends_and_learns_a_success
 
     // Still open at XStak: looked up and kept queued, CANCELLED stays.
     h.mount_lookup(&payment, Outcome::Pending).await;
-    sqlx::query("UPDATE provider_checks SET due_at = now() WHERE payment_id = $1")
-        .bind(&payment.id)
-        .execute(&h.app().db)
-        .await
-        .unwrap();
-    h.app().gateway.run_due_checks().await.unwrap();
+    run_check_now(h.app(), &payment.id).await;
     assert_eq!(h.lookups(&payment).await, 1);
     assert_eq!(h.app().get_payment(&payment.id).await.status(), PaymentStatus::Cancelled);
     assert!(checked_until_expiry(h.app(), &payment.id).await, "still queued before expiry");
@@ -183,12 +188,7 @@ async fn a_local_cancel_is_looked_up_until_the_session_ends_and_learns_a_success
     // The shopper pays anyway: the next check learns it.
     h.reset().await;
     h.mount_lookup(&payment, Outcome::Paid).await;
-    sqlx::query("UPDATE provider_checks SET due_at = now() WHERE payment_id = $1")
-        .bind(&payment.id)
-        .execute(&h.app().db)
-        .await
-        .unwrap();
-    h.app().gateway.run_due_checks().await.unwrap();
+    run_check_now(h.app(), &payment.id).await;
     assert_eq!(h.app().get_payment(&payment.id).await.status(), PaymentStatus::Succeeded);
     let applied = h.app().applied(&payment.id).await;
     assert_eq!(
