@@ -12,3 +12,9 @@ CREATE INDEX payments_caller_reference ON payments (caller, merchant_reference, 
 ALTER TABLE idempotency_keys ADD COLUMN caller TEXT NOT NULL DEFAULT '';
 ALTER TABLE idempotency_keys DROP CONSTRAINT idempotency_keys_pkey;
 ALTER TABLE idempotency_keys ADD PRIMARY KEY (caller, provider, account, key);
+
+-- ListPayments scoped to one caller: the same shapes as the unscoped indexes of
+-- 20261205000001_cancel_and_list.sql, led by the owner (by reference: payments_caller_reference).
+CREATE INDEX payments_caller_created_idx ON payments (caller, created_at DESC, id DESC);
+CREATE INDEX payments_caller_status_created_idx ON payments (caller, status, created_at DESC, id DESC);
+CREATE INDEX payments_caller_provider_created_idx ON payments (caller, provider, created_at DESC, id DESC);

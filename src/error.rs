@@ -51,6 +51,11 @@ pub enum ApiError {
     CallerNotAllowed,
     #[error("request body is larger than {limit} bytes")]
     BodyTooLarge { limit: usize },
+    /// Refunds are a separate capability: a paid payment cannot be cancelled.
+    #[error("the payment already succeeded")]
+    PaymentAlreadySucceeded,
+    #[error("the payment is final")]
+    PaymentFinal,
     #[error("not implemented yet")]
     Unimplemented,
     #[error("internal error")]
@@ -85,6 +90,8 @@ impl ApiError {
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::CallerNotAllowed => "CALLER_NOT_ALLOWED",
             Self::BodyTooLarge { .. } => "BODY_TOO_LARGE",
+            Self::PaymentAlreadySucceeded => "PAYMENT_ALREADY_SUCCEEDED",
+            Self::PaymentFinal => "PAYMENT_FINAL",
             Self::Unimplemented => "UNIMPLEMENTED",
             Self::Internal(_) => "INTERNAL",
         }
@@ -96,7 +103,9 @@ impl ApiError {
             Self::PaymentNotFound | Self::ProviderNotFound | Self::AccountNotFound => Code::NotFound,
             Self::IdempotencyKeyReused { .. } => Code::AlreadyExists,
             Self::SignatureInvalid | Self::SignatureExpired => Code::PermissionDenied,
-            Self::AmountMismatch { .. } => Code::FailedPrecondition,
+            Self::AmountMismatch { .. } | Self::PaymentAlreadySucceeded | Self::PaymentFinal => {
+                Code::FailedPrecondition
+            }
             Self::ProviderUnavailable | Self::ProviderOutcomeUnknown { .. } => Code::Unavailable,
             Self::ProviderTimeout => Code::DeadlineExceeded,
             Self::IdempotencyInProgress => Code::Aborted,
@@ -131,7 +140,10 @@ impl ApiError {
             Self::InvalidField { .. } => 400,
             Self::SignatureInvalid | Self::SignatureExpired => 401,
             Self::PaymentNotFound | Self::ProviderNotFound | Self::AccountNotFound => 404,
-            Self::IdempotencyKeyReused { .. } | Self::IdempotencyInProgress => 409,
+            Self::IdempotencyKeyReused { .. }
+            | Self::IdempotencyInProgress
+            | Self::PaymentAlreadySucceeded
+            | Self::PaymentFinal => 409,
             Self::SequenceExpired { .. } | Self::SequenceAhead { .. } => 416,
             Self::ShuttingDown => 503,
             // An amount mismatch is recorded and answered 200 by the ingress itself.
@@ -202,6 +214,8 @@ mod tests {
             (ApiError::Unauthenticated, Code::Unauthenticated, 401),
             (ApiError::CallerNotAllowed, Code::PermissionDenied, 403),
             (ApiError::BodyTooLarge { limit: 1 }, Code::ResourceExhausted, 413),
+            (ApiError::PaymentAlreadySucceeded, Code::FailedPrecondition, 409),
+            (ApiError::PaymentFinal, Code::FailedPrecondition, 409),
         ];
         for (e, code, http) in rows {
             assert_eq!(e.http_status(), http, "{e:?}");

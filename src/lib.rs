@@ -2,7 +2,7 @@
 //! gRPC API (`paygate.v1.PaymentService`), with an HTTP side for callbacks and hosted pages.
 
 pub mod auth;
-pub mod cli_watch;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod error;

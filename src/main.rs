@@ -1,4 +1,5 @@
-//! `paygate` binary: `serve` (default), `migrate`, `check-config`.
+//! `paygate` binary: `serve` (default), `migrate`, `check-config`, and the client commands
+//! `watch`, `list`, `cancel`.
 
 use std::process::ExitCode;
 
@@ -27,21 +28,35 @@ enum Command {
     /// Validate the configuration and print it with secrets redacted.
     CheckConfig,
     /// Print payment status events from a running paygate (WatchPayments), resuming on reconnect.
-    Watch(paygate::cli_watch::WatchArgs),
+    Watch(paygate::cli::watch::WatchArgs),
+    /// List payments of a running paygate (ListPayments) as a table.
+    List(paygate::cli::list::ListArgs),
+    /// Cancel an open payment's checkout (CancelCheckout).
+    Cancel(paygate::cli::cancel::CancelArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let command = Cli::parse().command.unwrap_or(Command::Serve);
-    if let Command::Watch(args) = command {
-        return match paygate::cli_watch::run(args).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("watch failed: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+    let cli = Cli::parse();
+    // Client commands talk to a running server: no configuration of their own.
+    let (name, result) = match cli.command {
+        Some(Command::Watch(args)) => ("watch", paygate::cli::watch::run(args).await),
+        Some(Command::List(args)) => ("list", paygate::cli::list::run(args).await),
+        Some(Command::Cancel(args)) => ("cancel", paygate::cli::cancel::run(args).await),
+        command => return server(command).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name} failed: {e:#}");
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// `serve` (also when no command is given), `migrate`, `check-config`.
+async fn server(command: Option<Command>) -> ExitCode {
+    let command = command.unwrap_or(Command::Serve);
     let loaded = match command {
         Command::Migrate => config::load_for_migrate(),
         _ => config::load(),

@@ -71,6 +71,8 @@ pub enum EventSource {
     Reconciler,
     /// The EXPIRED transition itself.
     Expiry,
+    /// CancelCheckout (the CANCELLED transition and what the cancel learned at the provider).
+    Cancel,
 }
 
 impl EventSource {
@@ -82,6 +84,7 @@ impl EventSource {
             Self::Refresh => "refresh",
             Self::Reconciler => "reconciler",
             Self::Expiry => "expiry",
+            Self::Cancel => "cancel",
         }
     }
 }
@@ -98,9 +101,10 @@ mod tests {
             EventSource::Refresh,
             EventSource::Reconciler,
             EventSource::Expiry,
+            EventSource::Cancel,
         ];
         let names: Vec<&str> = sources.iter().map(|s| s.as_str()).collect();
-        assert_eq!(names, ["create", "callback", "refresh", "reconciler", "expiry"]);
+        assert_eq!(names, ["create", "callback", "refresh", "reconciler", "expiry", "cancel"]);
         assert_eq!(EventKind::LookUp.as_str(), "look_up");
         assert_eq!(EventKind::AmountMismatch.as_str(), "amount_mismatch");
     }

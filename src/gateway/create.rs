@@ -234,13 +234,19 @@ impl Gateway {
             if let Ok(created) = result {
                 let mut tx = self.store().begin().await?;
                 let before = payments::lock(&mut tx, &payment.id).await?.ok_or(ApiError::PaymentNotFound)?;
-                if before.checkout_url.is_none() && before.status.is_open() {
+                let cancelled = before.status == PaymentStatus::Cancelled;
+                if before.checkout_url.is_none() && (before.status.is_open() || cancelled) {
                     let after = with_checkout(&before, created);
                     let info =
                         EventInfo::new(EventKind::CheckoutOpened, EventSource::Create).by(payment.caller.as_deref());
-                    payments::update(&mut tx, &before, &after, &info).await?;
+                    let written = payments::update(&mut tx, &before, &after, &info).await?;
+                    tx.commit().await?;
+                    if cancelled {
+                        self.close_cancelled_checkout(provider, &written).await?;
+                    }
+                } else {
+                    tx.commit().await?;
                 }
-                tx.commit().await?;
             }
             return Ok((self.load(&payment.id).await?, true));
         }
@@ -255,6 +261,9 @@ impl Gateway {
                     payments::update(&mut tx, &before, &after, &info(EventKind::CheckoutOpened)).await?
                 };
                 tx.commit().await?;
+                if written.status == PaymentStatus::Cancelled {
+                    self.close_cancelled_checkout(provider, &written).await?;
+                }
                 Ok((written, false))
             }
             Err(ProviderError::Rejected { code, .. }) => {

@@ -3,8 +3,10 @@
 //! together with its event.
 
 mod callbacks;
+mod cancel;
 mod checks;
 mod create;
+mod list;
 mod reconciler;
 mod status;
 
@@ -15,6 +17,8 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 pub use callbacks::CallbackOutcome;
+pub use cancel::{CancelRequest, MAX_CANCEL_REASON_CHARS};
+pub use list::{DEFAULT_PAGE_SIZE, ListPage, ListRequest, MAX_PAGE_SIZE};
 pub use reconciler::{next_scheduled, run_check_worker};
 pub use status::PaymentLookup;
 

@@ -10,7 +10,9 @@
 //!   keeps it open and checked until `grace_secs` past `expires_at`, then EXPIRED with
 //!   `RECONCILIATION_FAILED` (so does a lookup that keeps failing). No lookup possible: local
 //!   expiry, counted.
-//! - CANCELLED or EXPIRED (a late trigger): one lookup, so a late success is applied.
+//! - CANCELLED or EXPIRED (a late trigger): one lookup, so a late success is applied. A CANCELLED
+//!   payment before `expires_at` is first cancelled at the provider where it can be; where it
+//!   cannot (a local cancel), it is looked up on the schedule until `expires_at`.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -42,6 +44,19 @@ pub const RECONCILIATION_FAILED: &str = "RECONCILIATION_FAILED";
 pub(super) struct AccountLimiter {
     slots: Arc<Semaphore>,
     rate: DefaultDirectRateLimiter,
+}
+
+/// What asking a provider to cancel a checkout did.
+#[derive(Debug)]
+pub(super) enum ProviderCancel {
+    /// The provider closed the checkout (or had none to close).
+    Closed,
+    /// The provider refused: the session is no longer open (paid, expired or deleted).
+    NotOpen,
+    /// The provider cannot cancel: the session stays payable until it ends.
+    Unsupported,
+    /// No usable answer: the session may still be open.
+    Failed(ProviderError),
 }
 
 /// What a check decided.
@@ -284,10 +299,10 @@ impl Gateway {
         expires_at: DateTime<Utc>,
         grace: TimeDelta,
     ) -> Result<Step, ApiError> {
-        let cancel_failed = match self.call_provider(provider, Operation::Cancel, provider.cancel(payment)).await {
+        let cancel_failed = match self.cancel_at_provider(provider, payment).await {
             // Cancelled, refused (the session is no longer open) or not possible.
-            Ok(()) | Err(ProviderError::Rejected { .. } | ProviderError::Unsupported) => None,
-            Err(e) => Some(e.summary()),
+            ProviderCancel::Closed | ProviderCancel::NotOpen | ProviderCancel::Unsupported => None,
+            ProviderCancel::Failed(e) => Some(e.summary()),
         };
         let report = match self.fetch(provider, payment).await {
             Ok(Some(report)) => report,
@@ -324,8 +339,23 @@ impl Gateway {
         }
     }
 
+    /// Asks the provider to cancel `payment`'s checkout (expiry and CancelCheckout).
+    pub(super) async fn cancel_at_provider(&self, provider: &dyn Provider, payment: &Payment) -> ProviderCancel {
+        match self.call_provider(provider, Operation::Cancel, provider.cancel(payment)).await {
+            Ok(()) => ProviderCancel::Closed,
+            Err(ProviderError::Rejected { .. }) => ProviderCancel::NotOpen,
+            Err(ProviderError::Unsupported) => ProviderCancel::Unsupported,
+            Err(e) => ProviderCancel::Failed(e),
+        }
+    }
+
     /// A CANCELLED or EXPIRED payment someone asked about: one lookup, so a late success is
     /// learned. Failures retry for the grace period after the payment closed.
+    ///
+    /// A CANCELLED payment before its `expires_at` may still be payable at the provider (it was
+    /// cancelled locally, or a create racing the cancel could not close its checkout): it is
+    /// cancelled at the provider where it can be; where it cannot, it is looked up on the
+    /// schedule until `expires_at`, so a success that happens anyway is learned.
     async fn check_closed(
         &self,
         provider: &dyn Provider,
@@ -333,6 +363,21 @@ impl Gateway {
         grace: TimeDelta,
         now: DateTime<Utc>,
     ) -> Step {
+        let payable_until = payment.expires_at.filter(|t| payment.status == PaymentStatus::Cancelled && now < *t);
+        if let Some(expires_at) = payable_until {
+            match self.cancel_at_provider(provider, payment).await {
+                ProviderCancel::Closed | ProviderCancel::NotOpen => {}
+                ProviderCancel::Failed(e) => return Step::Retry(e.summary()),
+                ProviderCancel::Unsupported => {
+                    let schedule = &self.reconciler_config().schedule_secs;
+                    return match self.look_up(provider, payment).await {
+                        Ok(Some(after)) if after.status == PaymentStatus::Succeeded => Step::Done,
+                        Ok(_) => Step::Next(next_scheduled(payment.created_at, now, schedule).min(expires_at)),
+                        Err(e) => Step::Retry(e.summary()),
+                    };
+                }
+            }
+        }
         match self.look_up(provider, payment).await {
             Ok(Some(after)) if after.status == PaymentStatus::Succeeded => Step::Done,
             Ok(_) => Step::Park,
@@ -343,7 +388,11 @@ impl Gateway {
 
     /// The provider's answer about `payment`, when it may be asked (see
     /// [`Gateway::lookup_allowed`]). `None`: no lookup is possible.
-    async fn fetch(&self, provider: &dyn Provider, payment: &Payment) -> Result<Option<StatusReport>, ProviderError> {
+    pub(super) async fn fetch(
+        &self,
+        provider: &dyn Provider,
+        payment: &Payment,
+    ) -> Result<Option<StatusReport>, ProviderError> {
         match self.lookup_allowed(payment).await {
             Ok(true) => {}
             Ok(false) => return Ok(None),

@@ -37,6 +37,33 @@ pub fn checkout_input(r: pb::CreateCheckoutRequest) -> CheckoutInput {
     }
 }
 
+/// A `ListPaymentsRequest` as the application's raw input.
+pub fn list_request(r: pb::ListPaymentsRequest) -> crate::gateway::ListRequest {
+    crate::gateway::ListRequest {
+        statuses: r.statuses.into_iter().map(status_from_pb).collect(),
+        providers: r.providers,
+        merchant_reference: r.merchant_reference,
+        created_after: r.created_after.map(|t| (t.seconds, t.nanos)),
+        created_before: r.created_before.map(|t| (t.seconds, t.nanos)),
+        page_size: r.page_size,
+        page_token: r.page_token,
+        owner: None,
+    }
+}
+
+/// A status from its protobuf enum value; `None` for UNSPECIFIED or an unknown value.
+pub fn status_from_pb(value: i32) -> Option<PaymentStatus> {
+    match pb::PaymentStatus::try_from(value).ok()? {
+        pb::PaymentStatus::Unspecified => None,
+        pb::PaymentStatus::Pending => Some(PaymentStatus::Pending),
+        pb::PaymentStatus::Processing => Some(PaymentStatus::Processing),
+        pb::PaymentStatus::Succeeded => Some(PaymentStatus::Succeeded),
+        pb::PaymentStatus::Failed => Some(PaymentStatus::Failed),
+        pb::PaymentStatus::Cancelled => Some(PaymentStatus::Cancelled),
+        pb::PaymentStatus::Expired => Some(PaymentStatus::Expired),
+    }
+}
+
 /// The protobuf enum value of a status.
 pub fn status_to_pb(s: PaymentStatus) -> pb::PaymentStatus {
     match s {

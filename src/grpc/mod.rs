@@ -12,14 +12,14 @@ use tracing::Instrument;
 
 use crate::auth::{Access, Authenticator, Permission, certificate_name};
 use crate::error::ApiError;
-use crate::gateway::{Gateway, PaymentLookup};
+use crate::gateway::{CancelRequest, Gateway, PaymentLookup};
 use crate::pb;
 use crate::pb::payment_service_server::PaymentService;
 use crate::providers::RawCallback;
 use crate::store::events::EventFilter;
 use crate::watch::{Hub, WatchRequest, subscribe};
 
-pub use convert::payment_to_pb;
+pub use convert::{payment_to_pb, status_to_pb};
 
 /// `paygate.v1.PaymentService` backed by the [`Gateway`] and the stream [`Hub`]; every call is
 /// authenticated and authorized here (health and reflection are other services and stay open).
@@ -115,6 +115,46 @@ impl PaymentService for PaymentApi {
             }))
         }
         .instrument(rpc_span("VerifyCallback", &access))
+        .await
+        .map_err(|e: ApiError| e.into())
+    }
+
+    async fn cancel_checkout(
+        &self,
+        request: Request<pb::CancelCheckoutRequest>,
+    ) -> Result<Response<pb::CancelCheckoutResponse>, Status> {
+        let access = self.access(&request)?;
+        async {
+            access.require(Permission::Cancel)?;
+            let r = request.into_inner();
+            let caller = access.caller().map(str::to_owned);
+            let payment = self
+                .gateway
+                .cancel_checkout(CancelRequest { payment_id: r.payment_id, reason: r.reason, caller })
+                .await?;
+            Ok(Response::new(pb::CancelCheckoutResponse { payment: Some(payment_to_pb(&payment)) }))
+        }
+        .instrument(rpc_span("CancelCheckout", &access))
+        .await
+        .map_err(|e: ApiError| e.into())
+    }
+
+    async fn list_payments(
+        &self,
+        request: Request<pb::ListPaymentsRequest>,
+    ) -> Result<Response<pb::ListPaymentsResponse>, Status> {
+        let access = self.access(&request)?;
+        async {
+            access.require(Permission::List)?;
+            let mut list = convert::list_request(request.into_inner());
+            list.owner = access.read_scope().owner().map(str::to_owned);
+            let page = self.gateway.list_payments(list).await?;
+            Ok(Response::new(pb::ListPaymentsResponse {
+                payments: page.payments.iter().map(payment_to_pb).collect(),
+                next_page_token: page.next_page_token,
+            }))
+        }
+        .instrument(rpc_span("ListPayments", &access))
         .await
         .map_err(|e: ApiError| e.into())
     }

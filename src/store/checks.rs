@@ -26,6 +26,9 @@ pub enum CheckReason {
     ShopperReturn,
     /// A create whose outcome is unknown (timeout, 5xx after sending).
     CreateOutcomeUnknown,
+    /// CancelCheckout could not close the session at the provider: it stays payable until it
+    /// ends, so the payment is looked up until then.
+    LocalCancel,
 }
 
 impl CheckReason {
@@ -37,6 +40,7 @@ impl CheckReason {
             Self::UnverifiedCallback => "unverified_callback",
             Self::ShopperReturn => "shopper_return",
             Self::CreateOutcomeUnknown => "create_outcome_unknown",
+            Self::LocalCancel => "local_cancel",
         }
     }
 

@@ -4,6 +4,7 @@ pub mod callbacks;
 pub mod checks;
 pub mod events;
 pub mod idempotency;
+pub mod listing;
 pub mod payments;
 pub mod settings;
 

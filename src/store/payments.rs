@@ -17,7 +17,9 @@ macro_rules! columns {
     };
 }
 
-fn from_row(row: &PgRow) -> Result<Payment, sqlx::Error> {
+pub(super) use columns;
+
+pub(super) fn from_row(row: &PgRow) -> Result<Payment, sqlx::Error> {
     let status: String = row.try_get("status")?;
     let metadata: sqlx::types::Json<BTreeMap<String, String>> = row.try_get("metadata")?;
     let currency: String = row.try_get("currency")?;

@@ -253,6 +253,64 @@ async fn payments_from_before_authentication_are_visible_only_with_read_all() {
     assert_eq!(get(&app, "ops-token", &old.id, "").await.unwrap().id, old.id);
 }
 
+#[tokio::test]
+async fn cancel_and_list_respect_ownership_and_permissions() {
+    let app = spawn_app_with(
+        |c| {
+            callers(c);
+            c.auth.callers.get_mut("shop").unwrap().permissions.extend(["cancel".into(), "list".into()]);
+        },
+        Vec::new(),
+    )
+    .await;
+    let web = create(&app, "web-token", "c1").await.unwrap();
+    let web2 = create(&app, "web-token", "c2").await.unwrap();
+    let shop = create(&app, "shop-old", "c3").await.unwrap();
+    let cancel = |id: &str, token: &str| {
+        let message = pb::CancelCheckoutRequest { payment_id: id.into(), reason: "changed mind".into() };
+        let request = as_caller(message, token);
+        let mut client = app.grpc.clone();
+        async move { client.cancel_checkout(request).await.map(|r| r.into_inner().payment.unwrap()) }
+    };
+    // Another caller's payment is not found; read_all does not allow cancelling.
+    assert_reason(&cancel(&web.id, "shop-old").await.unwrap_err(), tonic::Code::NotFound, "PAYMENT_NOT_FOUND");
+    assert_reason(
+        &cancel(&web.id, "ops-token").await.unwrap_err(),
+        tonic::Code::PermissionDenied,
+        "CALLER_NOT_ALLOWED",
+    );
+    assert_eq!(cancel(&web.id, "web-token").await.unwrap().status, pb::PaymentStatus::Cancelled as i32);
+    let by: Option<String> =
+        sqlx::query_scalar("SELECT caller FROM payment_events WHERE payment_id = $1 AND source = 'cancel'")
+            .bind(&web.id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(by.as_deref(), Some("web"));
+
+    let list = |token: &str, page_size: i32, page_token: String| {
+        let request = as_caller(pb::ListPaymentsRequest { page_size, page_token, ..Default::default() }, token);
+        let mut client = app.grpc.clone();
+        async move { client.list_payments(request).await.map(|r| r.into_inner()) }
+    };
+    let ids = |page: &pb::ListPaymentsResponse| page.payments.iter().map(|p| p.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&list("web-token", 0, String::new()).await.unwrap()), vec![web2.id.clone(), web.id.clone()]);
+    assert_eq!(ids(&list("shop-new", 0, String::new()).await.unwrap()), vec![shop.id.clone()]);
+    assert_eq!(list("ops-token", 0, String::new()).await.unwrap().payments.len(), 3);
+    assert_reason(
+        &list("relay-token", 0, String::new()).await.unwrap_err(),
+        tonic::Code::PermissionDenied,
+        "CALLER_NOT_ALLOWED",
+    );
+    // A page token is bound to its caller.
+    let first = list("web-token", 1, String::new()).await.unwrap();
+    assert!(!first.next_page_token.is_empty());
+    let status = list("shop-new", 1, first.next_page_token.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(error_info(&status).1.get("field").map(String::as_str), Some("page_token"));
+    assert_eq!(ids(&list("web-token", 1, first.next_page_token).await.unwrap()), vec![web.id.clone()]);
+}
+
 mod mtls {
     //! mTLS: a client certificate signed by `server.tls.client_ca` names the caller by its subject
     //! CN (or first DNS SAN); tokens still work without a certificate; the two must agree.

@@ -1,6 +1,9 @@
-//! The binary's `check-config` subcommand: exit codes, redaction, and reasons.
+//! The binary's `check-config` subcommand (exit codes, redaction, reasons) and the client
+//! commands `list` and `cancel` against a running server.
 
 use std::process::Command;
+
+use paygate::pb;
 
 fn check_config(env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_paygate"));
@@ -56,4 +59,57 @@ fn invalid_config_exits_1_naming_the_key() {
     let (code, _, stderr) = check_config(&[("PAYGATE_CONFIG", "/nonexistent/paygate.toml")]);
     assert_eq!(code, 1);
     assert!(stderr.contains("/nonexistent/paygate.toml"), "{stderr}");
+}
+
+/// Runs a client command of the binary against `app`; (exit code, stdout, stderr).
+async fn client(app: &crate::common::TestApp, args: &[&str]) -> (i32, String, String) {
+    let addr = format!("http://{}", app.grpc_addr);
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_paygate"));
+    cmd.args(args).args(["--addr", &addr]);
+    let out = cmd.output().await.expect("run paygate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[tokio::test]
+async fn list_and_cancel_commands_talk_to_the_server() {
+    let app = crate::common::spawn_app().await;
+    let first = app.create_payment("cli-1").await;
+    let second = app.create_payment("cli-2").await;
+    let mut token = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut token, b"tok_operator\n").unwrap();
+    let token_path = token.path().to_str().unwrap().to_owned();
+
+    let (code, stdout, stderr) =
+        client(&app, &["cancel", &first.id, "--reason", "duplicate order", "--token-file", &token_path]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(&first.id) && stdout.contains("CANCELLED"), "{stdout}");
+    assert_eq!(app.get_payment(&first.id).await.status(), pb::PaymentStatus::Cancelled);
+
+    let (code, stdout, stderr) = client(&app, &["list", "--page-size", "1", "--token-file", &token_path]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("ID") && lines[0].contains("STATUS"), "{stdout}");
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[1].starts_with(&second.id), "newest first: {stdout}");
+    assert!(stderr.contains("--page-token"), "{stderr}");
+
+    let (code, stdout, _) = client(&app, &["list", "--status", "cancelled", "--provider", "sandbox", "--all"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(stdout.contains(&first.id) && !stdout.contains(&second.id), "{stdout}");
+
+    // Refusals and bad flags exit 1 with the reason; a missing token file is named, not guessed.
+    let (code, _, stderr) = client(&app, &["cancel", "pay_nope"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("PAYMENT_NOT_FOUND"), "{stderr}");
+    let (code, _, stderr) = client(&app, &["list", "--status", "paid"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("unknown status"), "{stderr}");
+    let (code, _, stderr) = client(&app, &["list", "--token-file", "/nonexistent/token"]).await;
+    assert_eq!(code, 1);
+    assert!(stderr.contains("/nonexistent/token"), "{stderr}");
 }

@@ -668,3 +668,25 @@ async fn expired_and_deleted_requests_and_cancel_deletes_the_request() {
     assert_eq!(h.refresh(&cancelling.id).await.unwrap().status(), PaymentStatus::Cancelled);
     h.mock.verify().await;
 }
+
+impl crate::cancel::CancelDouble for Harness {
+    fn cancel_endpoint(&self, payment: &pb::Payment) -> MockBuilder {
+        self.authorized(Mock::given(method("DELETE")).and(path(Harness::lookup_path(payment))))
+    }
+
+    fn cancelled(&self, _payment: &pb::Payment) -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_json(json!({ "success": true }))
+    }
+
+    /// A deleted or completed request is gone: 404.
+    fn not_open() -> ResponseTemplate {
+        ResponseTemplate::new(404).set_body_json(json!({ "message": "Not found" }))
+    }
+
+    const CLOSED_STATUS: &'static str = "expired";
+
+    fn slow_create(&self, delay: std::time::Duration) -> wiremock::Mock {
+        let created = RequestCreated { encoding: self.encoding };
+        self.create_endpoint().respond_with(move |r: &Request| created.respond(r).set_delay(delay))
+    }
+}

@@ -624,3 +624,30 @@ async fn a_success_after_expiry_is_applied_and_counted_as_late() {
     let statuses: Vec<String> = h.app.applied(&payment.id).await.into_iter().map(|(s, _)| s).collect();
     assert_eq!(statuses[statuses.len() - 2..], ["expired".to_owned(), "succeeded".to_owned()]);
 }
+
+impl crate::cancel::CancelDouble for Harness {
+    fn cancel_endpoint(&self, payment: &pb::Payment) -> MockBuilder {
+        let expire = format!("/checkout/sessions/{}/expire", payment.provider_checkout_id);
+        self.authorized(Mock::given(method("POST")).and(path(expire.as_str())))
+    }
+
+    fn cancelled(&self, payment: &pb::Payment) -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_json(session(
+            &payment.provider_checkout_id,
+            &payment.id,
+            "expired",
+            AMOUNT,
+            "EGP",
+        ))
+    }
+
+    fn not_open() -> ResponseTemplate {
+        answer(400, json!({ "error": { "type": "invalid_request_error", "code": "session_not_open" } }))
+    }
+
+    const CLOSED_STATUS: &'static str = "expired";
+
+    fn slow_create(&self, delay: Duration) -> Mock {
+        self.create_endpoint().respond_with(move |r: &Request| session_created(r).set_delay(delay))
+    }
+}

@@ -473,7 +473,27 @@ pub async fn spawn_process_piped(db_url: &str, extra_env: &[(&str, &str)]) -> Pr
     spawn_process_with(db_url, extra_env, std::process::Stdio::piped).await
 }
 
-async fn spawn_process_with(db_url: &str, extra_env: &[(&str, &str)], stdout: fn() -> std::process::Stdio) -> Process {
+/// [`spawn_process`] with the process's stdout (its log) appended to `log` when given.
+pub async fn spawn_process_logging_to(
+    db_url: &str,
+    extra_env: &[(&str, &str)],
+    log: Option<&std::path::Path>,
+) -> Process {
+    let stdout = || match log {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file");
+            std::process::Stdio::from(file)
+        }
+        None => std::process::Stdio::null(),
+    };
+    spawn_process_with(db_url, extra_env, stdout).await
+}
+
+async fn spawn_process_with(
+    db_url: &str,
+    extra_env: &[(&str, &str)],
+    stdout: impl Fn() -> std::process::Stdio,
+) -> Process {
     // A port taken between `free_port` and the bind makes the process exit: try new ports.
     for _ in 0..3 {
         if let Some(process) = try_spawn_process(db_url, extra_env, stdout()).await {

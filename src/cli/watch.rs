@@ -3,15 +3,14 @@
 
 use std::time::Duration;
 
+use super::ConnectArgs;
 use crate::pb;
-use crate::pb::payment_service_client::PaymentServiceClient;
 
 /// Options of `paygate watch`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WatchArgs {
-    /// gRPC endpoint of paygate.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    pub addr: String,
+    #[command(flatten)]
+    pub connection: ConnectArgs,
     /// Replay stored events after this sequence first (default: only new events).
     #[arg(long)]
     pub after: Option<i64>,
@@ -53,9 +52,11 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut after = args.after;
     let mut printed = 0_u64;
     let mut backoff = Duration::from_millis(200);
+    // A missing or unreadable token file is an error at once, not a reconnect loop.
+    args.connection.credentials()?;
     loop {
         let result = async {
-            let mut client = PaymentServiceClient::connect(args.addr.clone()).await?;
+            let mut client = args.connection.connect().await?;
             let request = pb::WatchPaymentsRequest {
                 payment_ids: args.payment_ids.clone(),
                 providers: args.providers.clone(),
@@ -79,7 +80,13 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             Ok(false) => eprintln!("stream ended; reconnecting after sequence {after:?}"),
             Err(e) => {
                 if let Some(status) = e.downcast_ref::<tonic::Status>()
-                    && matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::InvalidArgument)
+                    && matches!(
+                        status.code(),
+                        tonic::Code::OutOfRange
+                            | tonic::Code::InvalidArgument
+                            | tonic::Code::Unauthenticated
+                            | tonic::Code::PermissionDenied
+                    )
                 {
                     return Err(anyhow::anyhow!("{}", status.message()));
                 }
