@@ -45,6 +45,10 @@ pub enum ApiError {
     SequenceAhead { newest_sequence: i64 },
     #[error("server is shutting down; reconnect with after_sequence")]
     ShuttingDown,
+    /// The database cannot be reached (down, restarting, unreachable, pool exhausted for longer
+    /// than `database.acquire_timeout_ms`): retry later; nothing was decided.
+    #[error("the database is unavailable; retry later")]
+    DatabaseUnavailable,
     #[error("not implemented yet")]
     Unimplemented,
     #[error("internal error")]
@@ -77,6 +81,7 @@ impl ApiError {
             Self::SequenceAhead { .. } => "SEQUENCE_AHEAD",
             Self::ShuttingDown => "SHUTTING_DOWN",
             Self::Unimplemented => "UNIMPLEMENTED",
+            Self::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -92,7 +97,7 @@ impl ApiError {
             Self::ProviderTimeout => Code::DeadlineExceeded,
             Self::IdempotencyInProgress => Code::Aborted,
             Self::SequenceExpired { .. } | Self::SequenceAhead { .. } => Code::OutOfRange,
-            Self::ShuttingDown => Code::Unavailable,
+            Self::ShuttingDown | Self::DatabaseUnavailable => Code::Unavailable,
             Self::Unimplemented => Code::Unimplemented,
             Self::Internal(_) => Code::Internal,
         }
@@ -121,7 +126,8 @@ impl ApiError {
             Self::PaymentNotFound | Self::ProviderNotFound | Self::AccountNotFound => 404,
             Self::IdempotencyKeyReused { .. } | Self::IdempotencyInProgress => 409,
             Self::SequenceExpired { .. } | Self::SequenceAhead { .. } => 416,
-            Self::ShuttingDown => 503,
+            // 503 makes providers retry the callback later.
+            Self::ShuttingDown | Self::DatabaseUnavailable => 503,
             // An amount mismatch is recorded and answered 200 by the ingress itself.
             Self::AmountMismatch { .. } => 200,
             Self::ProviderRejected { .. } => 422,
@@ -138,14 +144,60 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// An internal error, or [`ApiError::DatabaseUnavailable`] when its cause (anywhere in the
+    /// chain) is that the database cannot be reached. Every unexpected error goes through here.
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        let e = e.into();
+        if e.chain().any(|cause| cause.downcast_ref::<sqlx::Error>().is_some_and(is_database_unreachable)) {
+            tracing::warn!(error = format!("{e:#}"), "database unavailable");
+            crate::store::note_unreachable();
+            Self::DatabaseUnavailable
+        } else {
+            Self::Internal(e)
+        }
+    }
+
+    /// This error as the API answers it: an [`ApiError::Internal`] built directly whose cause is
+    /// an unreachable database becomes [`ApiError::DatabaseUnavailable`].
+    pub fn answered(self) -> Self {
+        match self {
+            Self::Internal(e) => Self::internal(e),
+            other => other,
+        }
+    }
+}
+
+/// Whether `e` means the database cannot be reached now (as opposed to a bug or a constraint):
+/// pool timeouts, I/O and TLS failures, a closed pool, a connection dropped mid-protocol, and
+/// the server's "shutting down / starting up / connection failure" SQLSTATEs (57P01–57P03, 08xxx).
+pub fn is_database_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Protocol(message) => {
+            let m = message.to_ascii_lowercase();
+            ["connection", "closed", "reset", "eof", "broken pipe", "refused"].iter().any(|w| m.contains(w))
+        }
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Internal(e.into())
+        Self::internal(e)
     }
 }
 
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
+        let e = e.answered();
         if let ApiError::Internal(source) = &e {
             tracing::error!(error = format!("{source:#}"), "internal error");
         }

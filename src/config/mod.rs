@@ -20,7 +20,32 @@ pub struct Config {
     pub providers: crate::providers::ProvidersConfig,
     pub events: EventsConfig,
     pub reconciler: ReconcilerConfig,
+    pub retention: RetentionConfig,
     pub telemetry: TelemetryConfig,
+}
+
+/// How long rows that only serve deduplication and audit are kept (the retention job).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Completed idempotency keys, in days after completion (in-progress keys are never deleted).
+    #[serde(deserialize_with = "lenient::parse")]
+    pub idempotency_days: u64,
+    /// Accepted-callback receipts (deduplication), in days after receipt.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub callback_receipts_days: u64,
+    /// Audit rows of refused callbacks, in days after receipt.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub rejected_callbacks_days: u64,
+    /// How often the retention job runs, in seconds.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { idempotency_days: 30, callback_receipts_days: 30, rejected_callbacks_days: 7, interval_secs: 3600 }
+    }
 }
 
 /// The durable provider-check queue: when open payments are checked at their provider, how
@@ -147,11 +172,27 @@ pub struct DatabaseConfig {
     /// Create the database when it does not exist (needs CREATEDB on the server).
     #[serde(deserialize_with = "lenient::parse")]
     pub create_if_missing: bool,
+    /// How long a request waits for a pooled connection (including connecting) before it
+    /// answers `DATABASE_UNAVAILABLE`, in ms.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub acquire_timeout_ms: u64,
+}
+
+impl DatabaseConfig {
+    /// [`DatabaseConfig::acquire_timeout_ms`] as a duration.
+    pub fn acquire_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.acquire_timeout_ms.max(1))
+    }
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: "postgres://postgres@127.0.0.1:5432/paygate".into(), max_connections: 10, create_if_missing: true }
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/paygate".into(),
+            max_connections: 10,
+            create_if_missing: true,
+            acquire_timeout_ms: 2000,
+        }
     }
 }
 
@@ -212,6 +253,18 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             errors.push("database.max_connections: must be at least 1".into());
+        }
+        let t = &self.retention;
+        for (key, value) in [
+            ("database.acquire_timeout_ms", self.database.acquire_timeout_ms),
+            ("retention.idempotency_days", t.idempotency_days),
+            ("retention.callback_receipts_days", t.callback_receipts_days),
+            ("retention.rejected_callbacks_days", t.rejected_callbacks_days),
+            ("retention.interval_secs", t.interval_secs),
+        ] {
+            if value == 0 {
+                errors.push(format!("{key}: must be at least 1"));
+            }
         }
         let r = &self.reconciler;
         if r.schedule_secs.is_empty() || r.schedule_secs.windows(2).any(|w| w[0] >= w[1]) {

@@ -61,7 +61,7 @@ async fn handle(
             });
             (StatusCode::OK, axum::Json(body)).into_response()
         }
-        (CallbackTransport::ServerToServer, Err(e)) => error_response(&e),
+        (CallbackTransport::ServerToServer, Err(e)) => error_response(e),
         (CallbackTransport::Browser, Ok(CallbackOutcome { payment, .. })) => back_to_caller(&payment),
         (CallbackTransport::Browser, Err(e)) => {
             // The browser's post could not be trusted: change nothing, ask the provider instead,
