@@ -236,10 +236,28 @@ mod tests {
             (ApiError::ProviderUnavailable, Code::Unavailable, 503),
             (ApiError::ProviderTimeout, Code::DeadlineExceeded, 504),
             (ApiError::ProviderOutcomeUnknown { payment_id: "p".into() }, Code::Unavailable, 503),
+            (ApiError::DatabaseUnavailable, Code::Unavailable, 503),
         ];
         for (e, code, http) in rows {
             assert_eq!(e.http_status(), http, "{e:?}");
             assert_eq!(tonic::Status::from(e).code(), code);
         }
+    }
+
+    #[test]
+    fn an_unreachable_database_is_unavailable_never_internal() {
+        let refused = || sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        for e in [sqlx::Error::PoolTimedOut, sqlx::Error::PoolClosed, refused()] {
+            assert!(matches!(ApiError::from(e), ApiError::DatabaseUnavailable));
+        }
+        // Wrapped in anyhow with context, built directly as Internal: still unavailable.
+        let wrapped = anyhow::Error::from(refused()).context("loading the payment");
+        let status = tonic::Status::from(ApiError::Internal(wrapped));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.get_details_error_info().unwrap().reason, "DATABASE_UNAVAILABLE");
+        // Other database errors stay internal.
+        assert!(matches!(ApiError::from(sqlx::Error::RowNotFound), ApiError::Internal(_)));
+        let status = tonic::Status::from(ApiError::Internal(anyhow::anyhow!("bug")));
+        assert_eq!(status.code(), Code::Internal);
     }
 }

@@ -16,6 +16,7 @@ mod exirom;
 mod hitpay;
 mod idempotency;
 mod lifecycle;
+mod outage;
 mod recovery;
 mod returns;
 mod sandbox_flow;
