@@ -10,6 +10,7 @@ mod api_errors;
 mod browser;
 mod callbacks;
 mod cli;
+mod concurrency;
 mod embedder;
 mod eximpe;
 mod exirom;
