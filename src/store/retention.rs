@@ -27,15 +27,15 @@ impl Kept {
         match self {
             Self::CompletedIdempotencyKeys => {
                 "DELETE FROM idempotency_keys WHERE ctid IN (SELECT ctid FROM idempotency_keys \
-                 WHERE state = 'completed' AND updated_at < clock_timestamp() - make_interval(days => $1) LIMIT $2)"
+                 WHERE state = 'completed' AND updated_at < now() - make_interval(days => $1) LIMIT $2)"
             }
             Self::CallbackReceipts => {
                 "DELETE FROM callback_receipts WHERE ctid IN (SELECT ctid FROM callback_receipts \
-                 WHERE received_at < clock_timestamp() - make_interval(days => $1) LIMIT $2)"
+                 WHERE received_at < now() - make_interval(days => $1) LIMIT $2)"
             }
             Self::RejectedCallbacks => {
                 "DELETE FROM rejected_callbacks WHERE ctid IN (SELECT ctid FROM rejected_callbacks \
-                 WHERE received_at < clock_timestamp() - make_interval(days => $1) LIMIT $2)"
+                 WHERE received_at < now() - make_interval(days => $1) LIMIT $2)"
             }
         }
     }

@@ -19,6 +19,7 @@ mod idempotency;
 mod lifecycle;
 mod outage;
 mod recovery;
+mod retention;
 mod returns;
 mod sandbox_flow;
 mod transitions;
