@@ -260,6 +260,30 @@ mod tests {
     }
 
     #[test]
+    fn database_timeout_and_retention_settings() {
+        let c = load_from(None, env(&[])).unwrap();
+        assert_eq!(c.database.acquire_timeout_ms, 2000);
+        let r = &c.retention;
+        assert_eq!((r.idempotency_days, r.callback_receipts_days, r.rejected_callbacks_days, r.interval_secs), (30, 30, 7, 3600));
+        let f = file("[database]\nacquire_timeout_ms = 500\n[retention]\nidempotency_days = 10\n");
+        let c = load_from(Some(&f.0), env(&[("PAYGATE_RETENTION__REJECTED_CALLBACKS_DAYS", "2")])).unwrap();
+        assert_eq!(c.database.acquire_timeout_ms, 500);
+        assert_eq!((c.retention.idempotency_days, c.retention.rejected_callbacks_days), (10, 2));
+        for key in [
+            "DATABASE__ACQUIRE_TIMEOUT_MS",
+            "RETENTION__IDEMPOTENCY_DAYS",
+            "RETENTION__CALLBACK_RECEIPTS_DAYS",
+            "RETENTION__REJECTED_CALLBACKS_DAYS",
+            "RETENTION__INTERVAL_SECS",
+        ] {
+            let e = load_from(None, env(&[(&format!("PAYGATE_{key}"), "0")])).unwrap_err().to_string();
+            assert!(e.contains(&key.to_lowercase().replace("__", ".")) && e.contains("at least 1"), "{e}");
+        }
+        let e = load_from(None, env(&[("PAYGATE_RETENTION__KEEP_DAYS", "1")])).unwrap_err().to_string();
+        assert!(e.contains("keep_days"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_errors_naming_the_key() {
         let f = file("[providers.sandbox.accounts.default]\nwebhook_secert = \"x\"\n");
         let e = load_from(Some(&f.0), env(&[])).unwrap_err().to_string();
