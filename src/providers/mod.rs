@@ -11,6 +11,8 @@ pub mod page;
 pub mod registry;
 pub mod sandbox;
 pub mod signature;
+#[cfg(test)]
+pub(crate) mod proptests;
 pub mod xpay;
 pub mod xstak;
 
