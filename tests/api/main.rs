@@ -14,6 +14,7 @@ mod concurrency;
 mod embedder;
 mod eximpe;
 mod exirom;
+mod forged_callbacks;
 mod hitpay;
 mod idempotency;
 mod lifecycle;
