@@ -264,7 +264,10 @@ mod tests {
         let c = load_from(None, env(&[])).unwrap();
         assert_eq!(c.database.acquire_timeout_ms, 2000);
         let r = &c.retention;
-        assert_eq!((r.idempotency_days, r.callback_receipts_days, r.rejected_callbacks_days, r.interval_secs), (30, 30, 7, 3600));
+        assert_eq!(
+            (r.idempotency_days, r.callback_receipts_days, r.rejected_callbacks_days, r.interval_secs),
+            (30, 30, 7, 3600)
+        );
         let f = file("[database]\nacquire_timeout_ms = 500\n[retention]\nidempotency_days = 10\n");
         let c = load_from(Some(&f.0), env(&[("PAYGATE_RETENTION__REJECTED_CALLBACKS_DAYS", "2")])).unwrap();
         assert_eq!(c.database.acquire_timeout_ms, 500);

@@ -356,8 +356,11 @@ mod tests {
         fn input() -> impl Strategy<Value = CheckoutInput> {
             let amount = prop::option::of((any::<i64>(), prop_oneof!["[A-Za-z]{3}", ".{0,5}"]));
             let items = prop::collection::vec(
-                (text(), any::<i64>(), any::<u32>())
-                    .prop_map(|(name, unit_amount_minor, quantity)| LineItem { name, unit_amount_minor, quantity }),
+                (text(), any::<i64>(), any::<u32>()).prop_map(|(name, unit_amount_minor, quantity)| LineItem {
+                    name,
+                    unit_amount_minor,
+                    quantity,
+                }),
                 0..4,
             );
             let metadata = prop::collection::btree_map(".{0,45}", ".{0,510}", 0..3);

@@ -433,6 +433,9 @@ mod tests {
 
     #[test]
     fn arbitrary_callbacks_never_panic_and_never_verify_without_the_key() {
-        crate::providers::proptests::never_verifies_without_the_key(&hitpay("http://127.0.0.1:9"), &["hitpay-signature", "x-signature"]);
+        crate::providers::proptests::never_verifies_without_the_key(
+            &hitpay("http://127.0.0.1:9"),
+            &["hitpay-signature", "x-signature"],
+        );
     }
 }

@@ -8,11 +8,11 @@ pub mod exirom;
 pub mod hitpay;
 pub mod http;
 pub mod page;
+#[cfg(test)]
+pub(crate) mod proptests;
 pub mod registry;
 pub mod sandbox;
 pub mod signature;
-#[cfg(test)]
-pub(crate) mod proptests;
 pub mod xpay;
 pub mod xstak;
 

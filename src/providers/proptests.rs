@@ -17,9 +17,30 @@ pub(crate) fn config() -> Config {
 
 /// Field names callbacks of our providers carry, so generated JSON reaches past the first lookup.
 const FIELDS: &[&str] = &[
-    "id", "event_id", "payment_id", "status", "amount", "amount_minor", "currency", "type", "data", "object",
-    "metadata", "paygate_payment_id", "reference_number", "payment_request_id", "hmac", "hash", "order_id",
-    "requestId", "orderAmount", "accountId", "payment_intent_id", "occurred_at", "created", "transactionId",
+    "id",
+    "event_id",
+    "payment_id",
+    "status",
+    "amount",
+    "amount_minor",
+    "currency",
+    "type",
+    "data",
+    "object",
+    "metadata",
+    "paygate_payment_id",
+    "reference_number",
+    "payment_request_id",
+    "hmac",
+    "hash",
+    "order_id",
+    "requestId",
+    "orderAmount",
+    "accountId",
+    "payment_intent_id",
+    "occurred_at",
+    "created",
+    "transactionId",
 ];
 
 fn json() -> impl Strategy<Value = Value> {

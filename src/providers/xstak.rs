@@ -482,6 +482,9 @@ mod tests {
 
     #[test]
     fn arbitrary_callbacks_never_panic_and_never_verify_without_the_key() {
-        crate::providers::proptests::never_verifies_without_the_key(&xstak(&account("http://127.0.0.1:9")), &["x-signature"]);
+        crate::providers::proptests::never_verifies_without_the_key(
+            &xstak(&account("http://127.0.0.1:9")),
+            &["x-signature"],
+        );
     }
 }

@@ -136,7 +136,10 @@ async fn a_hundred_different_callbacks_for_one_payment_end_in_an_allowed_state()
     let last = current.expect("events");
     let now = app.get_payment(&payment.id).await;
     assert_eq!(now.version, rows.len() as i64);
-    assert_eq!(pb::PaymentStatus::try_from(now.status).unwrap().as_str_name().to_lowercase(), format!("payment_status_{}", last.as_str()));
+    assert_eq!(
+        pb::PaymentStatus::try_from(now.status).unwrap().as_str_name().to_lowercase(),
+        format!("payment_status_{}", last.as_str())
+    );
     assert_eq!(app.count("SELECT COUNT(*) FROM callback_receipts").await, N as i64, "each event recorded once");
     app.stop().await;
 }

@@ -51,7 +51,13 @@ fn body(payment_id: String) -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn headers() -> impl Strategy<Value = Vec<(String, String)>> {
-    let name = prop::sample::select(vec!["paygate-sandbox-signature", "xpay-signature", "x-signature", "hitpay-signature", "x-random"]);
+    let name = prop::sample::select(vec![
+        "paygate-sandbox-signature",
+        "xpay-signature",
+        "x-signature",
+        "hitpay-signature",
+        "x-random",
+    ]);
     let value = prop_oneof![
         "[ -~]{0,80}",
         "[0-9a-f]{64}",
@@ -87,7 +93,12 @@ async fn arbitrary_callbacks_never_change_a_payment_and_never_answer_5xx() {
             );
             config.providers.hitpay.accounts.insert(
                 "default".into(),
-                HitpayAccount { base_url: format!("{base_url}/v1"), api_key: "k".into(), salt: "salt".into(), ..Default::default() },
+                HitpayAccount {
+                    base_url: format!("{base_url}/v1"),
+                    api_key: "k".into(),
+                    salt: "salt".into(),
+                    ..Default::default()
+                },
             );
             config.providers.xstak.accounts.insert(
                 "default".into(),

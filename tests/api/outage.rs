@@ -106,7 +106,10 @@ async fn a_database_outage_answers_unavailable_fast_and_the_service_recovers_by_
     let first = grpc.create_checkout(request("outage-1")).await.expect("create").into_inner().payment.unwrap();
     let mut stream = watch(&process, 0).await.expect("watch starts");
     let seen = take(&mut stream, 2).await;
-    assert_eq!(seen.iter().map(|e| (e.1.as_str(), e.2)).collect::<Vec<_>>(), [(first.id.as_str(), 1), (first.id.as_str(), 2)]);
+    assert_eq!(
+        seen.iter().map(|e| (e.1.as_str(), e.2)).collect::<Vec<_>>(),
+        [(first.id.as_str(), 1), (first.id.as_str(), 2)]
+    );
     let last_seen = seen[1].0;
     assert_eq!(readyz(&process).await.0, 200);
 
@@ -161,7 +164,8 @@ async fn a_database_outage_answers_unavailable_fast_and_the_service_recovers_by_
     }
     eprintln!("recovered {:?} after the database came back", started.elapsed());
     // From then on, every request succeeds (stale connections were checked, not handed out).
-    let second = grpc.create_checkout(request("outage-after")).await.expect("create after").into_inner().payment.unwrap();
+    let second =
+        grpc.create_checkout(request("outage-after")).await.expect("create after").into_inner().payment.unwrap();
     let body = sandbox_body("evt_after", &first.id, "succeeded", 1234, "USD");
     let response = post_callback(&process, &body).await;
     assert_eq!(response.status().as_u16(), 200, "the provider's retry after the outage is applied");

@@ -285,7 +285,12 @@ fn xpay_completed_webhook(event_id: &str, payment_id: &str) -> (String, String) 
     (body, signature)
 }
 
-async fn deliver(http: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Result<reqwest::Response, reqwest::Error> {
+async fn deliver(
+    http: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<reqwest::Response, reqwest::Error> {
     let mut request = reqwest::Client::new().post(format!("{http}/callbacks/{path}")).body(body.to_owned());
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -295,12 +300,14 @@ async fn deliver(http: &str, path: &str, headers: &[(&str, &str)], body: &str) -
 
 /// (status, source) of `id`'s applied events whose status is `status`.
 async fn applied_with_status(db: &PgPool, id: &str, status: &str) -> Vec<String> {
-    sqlx::query_scalar("SELECT source FROM payment_events WHERE payment_id = $1 AND version IS NOT NULL AND status = $2")
-        .bind(id)
-        .bind(status)
-        .fetch_all(db)
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "SELECT source FROM payment_events WHERE payment_id = $1 AND version IS NOT NULL AND status = $2",
+    )
+    .bind(id)
+    .bind(status)
+    .fetch_all(db)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -338,7 +345,11 @@ async fn a_create_killed_at_the_provider_ends_correct_after_a_restart_and_the_we
     // What the crash left: the payment committed PENDING before the call, no checkout, its key
     // still held (never re-sent, see idempotency.rs), and a queued check.
     let (status, checkout): (String, Option<String>) =
-        sqlx::query_as("SELECT status, checkout_url FROM payments WHERE id = $1").bind(&payment_id).fetch_one(&db).await.unwrap();
+        sqlx::query_as("SELECT status, checkout_url FROM payments WHERE id = $1")
+            .bind(&payment_id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
     assert_eq!((status.as_str(), checkout), ("pending", None));
     assert_eq!(queued_checks(&db, std::slice::from_ref(&payment_id)).await, 1);
 
@@ -348,7 +359,11 @@ async fn a_create_killed_at_the_provider_ends_correct_after_a_restart_and_the_we
     assert!(deliver(&first.http, "xpay", &headers, &body).await.is_err(), "nothing listens after the kill");
     let second = spawn_child(&db_url, &env).await;
     let answer: serde_json::Value = deliver(&second.http, "xpay", &headers, &body).await.unwrap().json().await.unwrap();
-    assert_eq!((answer["status_changed"].as_bool(), answer["duplicate"].as_bool()), (Some(true), Some(false)), "{answer}");
+    assert_eq!(
+        (answer["status_changed"].as_bool(), answer["duplicate"].as_bool()),
+        (Some(true), Some(false)),
+        "{answer}"
+    );
     let again: serde_json::Value = deliver(&second.http, "xpay", &headers, &body).await.unwrap().json().await.unwrap();
     assert_eq!((again["status_changed"].as_bool(), again["duplicate"].as_bool()), (Some(false), Some(true)), "{again}");
 
@@ -359,7 +374,11 @@ async fn a_create_killed_at_the_provider_ends_correct_after_a_restart_and_the_we
             .await
             .unwrap();
     assert_eq!(status, "succeeded");
-    assert_eq!(checkout_id.as_deref(), Some(session_id_for(&payment_id).as_str()), "the session the webhook names is adopted");
+    assert_eq!(
+        checkout_id.as_deref(),
+        Some(session_id_for(&payment_id).as_str()),
+        "the session the webhook names is adopted"
+    );
     assert_eq!(applied_with_status(&db, &payment_id, "succeeded").await, ["callback"], "exactly one applied success");
     assert_eq!(common::requests_to(&mock, "POST", "/checkout/sessions").await, 1, "create was never sent again");
     db.close().await;
@@ -370,7 +389,8 @@ async fn a_callback_killed_mid_transaction_is_applied_exactly_once_on_the_provid
     let db_url = common::fresh_database_url().await;
     let mut first = spawn_process(&db_url, &[]).await;
     let db = common::small_pool(&db_url).await;
-    let payment = first.grpc.create_checkout(sandbox_request("killed-callback")).await.unwrap().into_inner().payment.unwrap();
+    let payment =
+        first.grpc.create_checkout(sandbox_request("killed-callback")).await.unwrap().into_inner().payment.unwrap();
     let body = common::sandbox_body("evt_killed", &payment.id, "succeeded", 1234, "USD");
     let signature = paygate::providers::signature::sign_timestamped(
         common::SANDBOX_SECRET.as_bytes(),
@@ -382,7 +402,11 @@ async fn a_callback_killed_mid_transaction_is_applied_exactly_once_on_the_provid
     // Hold the payment's row lock, so the callback's transaction stops half way (verified,
     // inside its transaction, waiting for the row); kill the server there.
     let mut holder = db.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM payments WHERE id = $1 FOR UPDATE").bind(&payment.id).execute(&mut *holder).await.unwrap();
+    sqlx::query("SELECT 1 FROM payments WHERE id = $1 FOR UPDATE")
+        .bind(&payment.id)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
     let (http, owned_body, owned_sig) = (first.http.clone(), body.clone(), signature.clone());
     let delivery = tokio::spawn(async move {
         let headers = [("content-type", "application/json"), ("Paygate-Sandbox-Signature", owned_sig.as_str())];
@@ -413,9 +437,15 @@ async fn a_callback_killed_mid_transaction_is_applied_exactly_once_on_the_provid
     assert!(applied_with_status(&db, &payment.id, "succeeded").await.is_empty());
 
     let second = spawn_process(&db_url, &[]).await;
-    let answer: serde_json::Value = deliver(&second.http, "sandbox", &headers, &body).await.unwrap().json().await.unwrap();
-    assert_eq!((answer["status_changed"].as_bool(), answer["duplicate"].as_bool()), (Some(true), Some(false)), "{answer}");
-    let again: serde_json::Value = deliver(&second.http, "sandbox", &headers, &body).await.unwrap().json().await.unwrap();
+    let answer: serde_json::Value =
+        deliver(&second.http, "sandbox", &headers, &body).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (answer["status_changed"].as_bool(), answer["duplicate"].as_bool()),
+        (Some(true), Some(false)),
+        "{answer}"
+    );
+    let again: serde_json::Value =
+        deliver(&second.http, "sandbox", &headers, &body).await.unwrap().json().await.unwrap();
     assert_eq!(again["duplicate"].as_bool(), Some(true), "{again}");
     assert_eq!(applied_with_status(&db, &payment.id, "succeeded").await, ["callback"], "applied exactly once");
     db.close().await;

@@ -67,8 +67,22 @@ async fn rows_past_retention_are_deleted_and_newer_and_in_progress_ones_kept() {
         "UPDATE idempotency_keys SET state = 'retryable', updated_at = now() - interval '90 days' WHERE key = 'key-retryable'",
     )
     .await;
-    exec(&app, &format!("UPDATE callback_receipts SET received_at = now() - interval '31 days' WHERE payment_id = '{}'", ids[0])).await;
-    exec(&app, &format!("UPDATE callback_receipts SET received_at = now() - interval '29 days' WHERE payment_id = '{}'", ids[1])).await;
+    exec(
+        &app,
+        &format!(
+            "UPDATE callback_receipts SET received_at = now() - interval '31 days' WHERE payment_id = '{}'",
+            ids[0]
+        ),
+    )
+    .await;
+    exec(
+        &app,
+        &format!(
+            "UPDATE callback_receipts SET received_at = now() - interval '29 days' WHERE payment_id = '{}'",
+            ids[1]
+        ),
+    )
+    .await;
     // A flood of forged callbacks: audited, and aged past 7 days (more rows than one batch),
     // next to a few recent ones.
     for i in 0..3 {
@@ -95,13 +109,22 @@ async fn rows_past_retention_are_deleted_and_newer_and_in_progress_ones_kept() {
     // Another run changes nothing more.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(keys(&app).await, ["key-leased", "key-new", "key-retryable"], "completed and old: gone; the rest kept");
-    let receipts: Vec<String> =
-        sqlx::query_scalar("SELECT payment_id FROM callback_receipts ORDER BY payment_id").fetch_all(&app.db).await.unwrap();
+    let receipts: Vec<String> = sqlx::query_scalar("SELECT payment_id FROM callback_receipts ORDER BY payment_id")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
     let mut kept = ids[1..].to_vec();
     kept.sort();
     assert_eq!(receipts, kept);
-    assert_eq!(app.count("SELECT COUNT(*) FROM rejected_callbacks WHERE received_at < now() - interval '7 days'").await, 0);
-    assert_eq!(app.count("SELECT COUNT(*) FROM rejected_callbacks").await, 4, "three recent forgeries and the 6-day row");
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM rejected_callbacks WHERE received_at < now() - interval '7 days'").await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM rejected_callbacks").await,
+        4,
+        "three recent forgeries and the 6-day row"
+    );
     // Payments and their events are not this job's: all still there.
     assert_eq!(app.count("SELECT COUNT(*) FROM payments").await, 4);
     // A deleted key is gone for good: the same key now makes a new payment.

@@ -20,7 +20,10 @@ fn is_root() -> bool {
 impl PrivatePg {
     /// `initdb` a new cluster (trust auth, superuser `postgres`) and start it on a free port.
     pub fn start() -> Self {
-        let out = Command::new("pg_config").arg("--bindir").output().expect("pg_config (PostgreSQL server packages) is needed");
+        let out = Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .expect("pg_config (PostgreSQL server packages) is needed");
         let bindir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
         assert!(bindir.join("initdb").exists(), "no initdb in {}", bindir.display());
         let dir = tempfile::Builder::new().prefix("paygate-pg-").tempdir().expect("temp dir");
@@ -74,10 +77,8 @@ impl PrivatePg {
     /// Starts the (stopped) cluster on the same port and waits until it accepts connections.
     pub fn start_again(&self) {
         let sock = self.dir.path().join("sock").display().to_string();
-        let opts = format!(
-            "-p {} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60",
-            self.port
-        );
+        let opts =
+            format!("-p {} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60", self.port);
         let log = self.dir.path().join("log").display().to_string();
         self.run("pg_ctl", &["-D", &self.data(), "-o", &opts, "-l", &log, "-w", "-t", "60", "start"]);
     }
