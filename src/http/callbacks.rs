@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{HttpState, error_response, page};
 use crate::domain::{Payment, PaymentId, PaymentStatus};
+use crate::error::ApiError;
 use crate::gateway::{CallbackOutcome, PaymentLookup};
 use crate::providers::{CallbackTransport, RawCallback};
 use crate::store::checks::CheckReason;
@@ -63,6 +64,12 @@ async fn handle(
         }
         (CallbackTransport::ServerToServer, Err(e)) => error_response(e),
         (CallbackTransport::Browser, Ok(CallbackOutcome { payment, .. })) => back_to_caller(&payment),
+        // Nothing could be checked or queued: say so rather than "not found"; the shopper retries.
+        (CallbackTransport::Browser, Err(ApiError::DatabaseUnavailable)) => page::message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Try again shortly",
+            "The payment service is briefly unavailable. Please reload this page in a moment.",
+        ),
         (CallbackTransport::Browser, Err(e)) => {
             // The browser's post could not be trusted: change nothing, ask the provider instead,
             // and still send the shopper back to the caller's page.
