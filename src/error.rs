@@ -56,6 +56,10 @@ pub enum ApiError {
     PaymentAlreadySucceeded,
     #[error("the payment is final")]
     PaymentFinal,
+    /// The database cannot be reached (down, restarting, unreachable, pool exhausted for longer
+    /// than `database.acquire_timeout_ms`): retry later; nothing was decided.
+    #[error("the database is unavailable; retry later")]
+    DatabaseUnavailable,
     #[error("not implemented yet")]
     Unimplemented,
     #[error("internal error")]
@@ -93,6 +97,7 @@ impl ApiError {
             Self::PaymentAlreadySucceeded => "PAYMENT_ALREADY_SUCCEEDED",
             Self::PaymentFinal => "PAYMENT_FINAL",
             Self::Unimplemented => "UNIMPLEMENTED",
+            Self::DatabaseUnavailable => "DATABASE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -110,7 +115,7 @@ impl ApiError {
             Self::ProviderTimeout => Code::DeadlineExceeded,
             Self::IdempotencyInProgress => Code::Aborted,
             Self::SequenceExpired { .. } | Self::SequenceAhead { .. } => Code::OutOfRange,
-            Self::ShuttingDown => Code::Unavailable,
+            Self::ShuttingDown | Self::DatabaseUnavailable => Code::Unavailable,
             Self::Unauthenticated => Code::Unauthenticated,
             Self::CallerNotAllowed => Code::PermissionDenied,
             Self::BodyTooLarge { .. } => Code::ResourceExhausted,
@@ -145,7 +150,8 @@ impl ApiError {
             | Self::PaymentAlreadySucceeded
             | Self::PaymentFinal => 409,
             Self::SequenceExpired { .. } | Self::SequenceAhead { .. } => 416,
-            Self::ShuttingDown => 503,
+            // 503 makes providers retry the callback later.
+            Self::ShuttingDown | Self::DatabaseUnavailable => 503,
             // An amount mismatch is recorded and answered 200 by the ingress itself.
             Self::AmountMismatch { .. } => 200,
             Self::ProviderRejected { .. } => 422,
@@ -165,14 +171,60 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// An internal error, or [`ApiError::DatabaseUnavailable`] when its cause (anywhere in the
+    /// chain) is that the database cannot be reached. Every unexpected error goes through here.
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        let e = e.into();
+        if e.chain().any(|cause| cause.downcast_ref::<sqlx::Error>().is_some_and(is_database_unreachable)) {
+            tracing::warn!(error = format!("{e:#}"), "database unavailable");
+            crate::store::note_unreachable();
+            Self::DatabaseUnavailable
+        } else {
+            Self::Internal(e)
+        }
+    }
+
+    /// This error as the API answers it: an [`ApiError::Internal`] built directly whose cause is
+    /// an unreachable database becomes [`ApiError::DatabaseUnavailable`].
+    pub fn answered(self) -> Self {
+        match self {
+            Self::Internal(e) => Self::internal(e),
+            other => other,
+        }
+    }
+}
+
+/// Whether `e` means the database cannot be reached now (as opposed to a bug or a constraint):
+/// pool timeouts, I/O and TLS failures, a closed pool, a connection dropped mid-protocol, and
+/// the server's "shutting down / starting up / connection failure" SQLSTATEs (57P01–57P03, 08xxx).
+pub fn is_database_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Protocol(message) => {
+            let m = message.to_ascii_lowercase();
+            ["connection", "closed", "reset", "eof", "broken pipe", "refused"].iter().any(|w| m.contains(w))
+        }
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Internal(e.into())
+        Self::internal(e)
     }
 }
 
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
+        let e = e.answered();
         if let ApiError::Internal(source) = &e {
             tracing::error!(error = format!("{source:#}"), "internal error");
         }
@@ -216,10 +268,28 @@ mod tests {
             (ApiError::BodyTooLarge { limit: 1 }, Code::ResourceExhausted, 413),
             (ApiError::PaymentAlreadySucceeded, Code::FailedPrecondition, 409),
             (ApiError::PaymentFinal, Code::FailedPrecondition, 409),
+            (ApiError::DatabaseUnavailable, Code::Unavailable, 503),
         ];
         for (e, code, http) in rows {
             assert_eq!(e.http_status(), http, "{e:?}");
             assert_eq!(tonic::Status::from(e).code(), code);
         }
+    }
+
+    #[test]
+    fn an_unreachable_database_is_unavailable_never_internal() {
+        let refused = || sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        for e in [sqlx::Error::PoolTimedOut, sqlx::Error::PoolClosed, refused()] {
+            assert!(matches!(ApiError::from(e), ApiError::DatabaseUnavailable));
+        }
+        // Wrapped in anyhow with context, built directly as Internal: still unavailable.
+        let wrapped = anyhow::Error::from(refused()).context("loading the payment");
+        let status = tonic::Status::from(ApiError::Internal(wrapped));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.get_details_error_info().unwrap().reason, "DATABASE_UNAVAILABLE");
+        // Other database errors stay internal.
+        assert!(matches!(ApiError::from(sqlx::Error::RowNotFound), ApiError::Internal(_)));
+        let status = tonic::Status::from(ApiError::Internal(anyhow::anyhow!("bug")));
+        assert_eq!(status.code(), Code::Internal);
     }
 }

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::config::{EventsConfig, Secret};
+use crate::config::{EventsConfig, RetentionConfig, Secret};
 use crate::gateway::{Gateway, run_check_worker};
 use crate::grpc::PaymentApi;
 use crate::http::{HttpState, router};
@@ -37,6 +37,7 @@ pub struct Application {
     events: EventsConfig,
     auth: Authenticator,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    retention: RetentionConfig,
 }
 
 impl Application {
@@ -105,6 +106,7 @@ impl Application {
             events: config.events.clone(),
             auth,
             tls,
+            retention: config.retention.clone(),
         })
     }
 
@@ -198,6 +200,8 @@ impl Application {
         let checker = tokio::spawn(run_check_worker(self.gateway.clone(), shutdown.clone()));
         let pruner =
             tokio::spawn(run_event_pruner(self.gateway.store().clone(), self.events.clone(), shutdown.clone()));
+        let retention =
+            tokio::spawn(run_retention(self.gateway.store().clone(), self.retention.clone(), shutdown.clone()));
         // Stream positions for committed events: one leader per database, this replica stands by
         // otherwise. It runs until the drain is over, so in-flight writes still get positions.
         let sequencer_stop = CancellationToken::new();
@@ -234,6 +238,7 @@ impl Application {
             }
             checker.abort();
             pruner.abort();
+            retention.abort();
             sequencer_stop.cancel();
             grpc.abort();
             http.abort();
@@ -250,6 +255,7 @@ impl Application {
         .await;
         let _ = tokio::time::timeout(Duration::from_secs(6), checker).await;
         pruner.abort();
+        retention.abort();
         self.stop.cancel();
         sequencer_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), sequencer).await;
@@ -286,6 +292,34 @@ async fn run_event_pruner(store: Store, events: EventsConfig, shutdown: Cancella
                     Ok(0) => {}
                     Ok(n) => tracing::info!(deleted = n, "pruned old payment events"),
                     Err(e) => tracing::warn!(error = %e, "event pruning failed"),
+                }
+            }
+        }
+    }
+}
+
+/// Every `retention.interval_secs`: deletes completed idempotency keys, callback receipts and
+/// rejected-callback audit rows past their `[retention]` age, in batches. Any replica may run
+/// it at the same time as another: the deletes are idempotent.
+async fn run_retention(store: Store, retention: RetentionConfig, shutdown: CancellationToken) {
+    use crate::store::retention::{BATCH, Kept, delete_older};
+    let mut tick = tokio::time::interval(Duration::from_secs(retention.interval_secs.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let jobs = [
+        (Kept::CompletedIdempotencyKeys, retention.idempotency_days),
+        (Kept::CallbackReceipts, retention.callback_receipts_days),
+        (Kept::RejectedCallbacks, retention.rejected_callbacks_days),
+    ];
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                for (kept, days) in jobs {
+                    match delete_older(store.pool(), kept, days, BATCH).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(table = kept.table(), deleted = n, days, "retention: deleted old rows"),
+                        Err(e) => tracing::warn!(table = kept.table(), error = %e, "retention job failed; retrying next interval"),
+                    }
                 }
             }
         }

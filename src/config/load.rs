@@ -323,6 +323,33 @@ mod tests {
     }
 
     #[test]
+    fn database_timeout_and_retention_settings() {
+        let c = load_from(None, env(&[])).unwrap();
+        assert_eq!(c.database.acquire_timeout_ms, 2000);
+        let r = &c.retention;
+        assert_eq!(
+            (r.idempotency_days, r.callback_receipts_days, r.rejected_callbacks_days, r.interval_secs),
+            (30, 30, 7, 3600)
+        );
+        let f = file("[database]\nacquire_timeout_ms = 500\n[retention]\nidempotency_days = 10\n");
+        let c = load_from(Some(&f.0), env(&[("PAYGATE_RETENTION__REJECTED_CALLBACKS_DAYS", "2")])).unwrap();
+        assert_eq!(c.database.acquire_timeout_ms, 500);
+        assert_eq!((c.retention.idempotency_days, c.retention.rejected_callbacks_days), (10, 2));
+        for key in [
+            "DATABASE__ACQUIRE_TIMEOUT_MS",
+            "RETENTION__IDEMPOTENCY_DAYS",
+            "RETENTION__CALLBACK_RECEIPTS_DAYS",
+            "RETENTION__REJECTED_CALLBACKS_DAYS",
+            "RETENTION__INTERVAL_SECS",
+        ] {
+            let e = load_from(None, env(&[(&format!("PAYGATE_{key}"), "0")])).unwrap_err().to_string();
+            assert!(e.contains(&key.to_lowercase().replace("__", ".")) && e.contains("at least 1"), "{e}");
+        }
+        let e = load_from(None, env(&[("PAYGATE_RETENTION__KEEP_DAYS", "1")])).unwrap_err().to_string();
+        assert!(e.contains("keep_days"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_errors_naming_the_key() {
         let f = file("[providers.sandbox.accounts.default]\nwebhook_secert = \"x\"\n");
         let e = load_from(Some(&f.0), env(&[])).unwrap_err().to_string();
@@ -435,5 +462,55 @@ mod tests {
         }
         let c = load_from(None, env(&[("DATABASE_URL", "postgres://app@db/paygate?sslmode=require")])).unwrap();
         assert!(c.to_redacted_toml().contains("postgres://app@db/paygate?sslmode=require"));
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const KEYS: &[&str] = &[
+            "PAYGATE_DATABASE__ACQUIRE_TIMEOUT_MS",
+            "PAYGATE_DATABASE__MAX_CONNECTIONS",
+            "PAYGATE_RETENTION__IDEMPOTENCY_DAYS",
+            "PAYGATE_RETENTION__INTERVAL_SECS",
+            "PAYGATE_RECONCILER__SCHEDULE_SECS",
+            "PAYGATE_SERVER__GRPC_ADDR",
+            "PAYGATE_PROVIDERS__SANDBOX__ENABLED",
+            "PAYGATE_PROVIDERS__XPAY__ACCOUNTS__A__WEBHOOK_SECRETS",
+            "PAYGATE_PROVIDERS__EXIROM__ACCOUNTS__B__METHODS",
+            "PAYGATE_EVENTS__STREAM_BUFFER",
+            "DATABASE_URL",
+        ];
+
+        fn var() -> impl Strategy<Value = (String, String)> {
+            let key = prop_oneof![
+                prop::sample::select(KEYS.to_vec()).prop_map(str::to_owned),
+                "PAYGATE_[A-Z_]{0,30}",
+                "PAYGATE_[A-Z]{1,8}(__[A-Z_]{0,10}){0,4}",
+            ];
+            let value = prop_oneof![".{0,40}", "[0-9]{1,25}", "-[0-9]{1,5}", Just(String::new()), "[a-z0-9, ]{0,20}"];
+            (key, value)
+        }
+
+        proptest! {
+            #![proptest_config(crate::providers::proptests::config())]
+
+            /// Arbitrary environments and files: the loader answers Ok or an error, never panics,
+            /// and what it accepts passes validation.
+            #[test]
+            fn any_environment_loads_or_is_refused(vars in prop::collection::vec(var(), 0..6)) {
+                if let Ok(c) = load_from(None, vars) {
+                    prop_assert!(c.validate().is_ok());
+                    prop_assert!(c.database.acquire_timeout_ms >= 1 && c.retention.interval_secs >= 1);
+                }
+            }
+
+            #[test]
+            fn any_file_loads_or_is_refused(text in prop_oneof![".{0,200}", "(\\[[a-z.]{1,20}\\]\n([a-z_]{1,20} = [0-9a-z\"]{1,8}\n){0,3}){0,3}"]) {
+                let f = file(&text);
+                let _ = load_from(Some(&f.0), Vec::new());
+            }
+        }
     }
 }

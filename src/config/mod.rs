@@ -20,6 +20,7 @@ pub struct Config {
     pub providers: crate::providers::ProvidersConfig,
     pub events: EventsConfig,
     pub reconciler: ReconcilerConfig,
+    pub retention: RetentionConfig,
     pub telemetry: TelemetryConfig,
     pub auth: AuthConfig,
 }
@@ -58,6 +59,30 @@ pub struct TlsConfig {
     pub key: Secret,
     /// CA certificates that sign client certificates, PEM text (or `client_ca_file`); empty = no mTLS.
     pub client_ca: String,
+}
+
+/// How long rows that only serve deduplication and audit are kept (the retention job).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Completed idempotency keys, in days after completion (in-progress keys are never deleted).
+    #[serde(deserialize_with = "lenient::parse")]
+    pub idempotency_days: u64,
+    /// Accepted-callback receipts (deduplication), in days after receipt.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub callback_receipts_days: u64,
+    /// Audit rows of refused callbacks, in days after receipt.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub rejected_callbacks_days: u64,
+    /// How often the retention job runs, in seconds.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { idempotency_days: 30, callback_receipts_days: 30, rejected_callbacks_days: 7, interval_secs: 3600 }
+    }
 }
 
 /// The durable provider-check queue: when open payments are checked at their provider, how
@@ -194,6 +219,10 @@ pub struct DatabaseConfig {
     /// until `paygate migrate` (e.g. a deployment's migration job) has brought the schema up to date.
     #[serde(deserialize_with = "lenient::parse")]
     pub migrate_on_start: bool,
+    /// How long a request waits for a pooled connection (including connecting) before it
+    /// answers `DATABASE_UNAVAILABLE`, in ms.
+    #[serde(deserialize_with = "lenient::parse")]
+    pub acquire_timeout_ms: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -203,6 +232,7 @@ impl Default for DatabaseConfig {
             max_connections: 10,
             create_if_missing: true,
             migrate_on_start: true,
+            acquire_timeout_ms: 2000,
         }
     }
 }
@@ -217,7 +247,15 @@ impl DatabaseConfig {
         if self.max_connections == 0 {
             problems.push("database.max_connections: must be at least 1".into());
         }
+        if self.acquire_timeout_ms == 0 {
+            problems.push("database.acquire_timeout_ms: must be at least 1".into());
+        }
         problems
+    }
+
+    /// [`DatabaseConfig::acquire_timeout_ms`] as a duration.
+    pub fn acquire_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.acquire_timeout_ms.max(1))
     }
 }
 
@@ -280,6 +318,17 @@ impl Config {
             }
         }
         errors.extend(self.database.problems());
+        let t = &self.retention;
+        for (key, value) in [
+            ("retention.idempotency_days", t.idempotency_days),
+            ("retention.callback_receipts_days", t.callback_receipts_days),
+            ("retention.rejected_callbacks_days", t.rejected_callbacks_days),
+            ("retention.interval_secs", t.interval_secs),
+        ] {
+            if value == 0 {
+                errors.push(format!("{key}: must be at least 1"));
+            }
+        }
         let r = &self.reconciler;
         if r.schedule_secs.is_empty() || r.schedule_secs.windows(2).any(|w| w[0] >= w[1]) {
             errors.push("reconciler.schedule_secs: one or more increasing numbers of seconds".into());

@@ -346,4 +346,83 @@ mod tests {
         i.return_url = "https://shop.example/done?order=1&x=%C3%A9#top".into();
         assert!(NewCheckout::parse(i).is_ok());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![".{0,80}", "[ -~]{0,300}", Just(String::new()), "[A-Z]{3}"]
+        }
+
+        fn input() -> impl Strategy<Value = CheckoutInput> {
+            let amount = prop::option::of((any::<i64>(), prop_oneof!["[A-Za-z]{3}", ".{0,5}"]));
+            let items = prop::collection::vec(
+                (text(), any::<i64>(), any::<u32>()).prop_map(|(name, unit_amount_minor, quantity)| LineItem {
+                    name,
+                    unit_amount_minor,
+                    quantity,
+                }),
+                0..4,
+            );
+            let metadata = prop::collection::btree_map(".{0,45}", ".{0,510}", 0..3);
+            let ttl = prop::option::of((any::<i64>(), any::<i32>()));
+            (text(), text(), amount, items, metadata, ttl, text(), prop::collection::vec(text(), 0..3)).prop_map(
+                |(merchant_reference, idempotency_key, amount, line_items, metadata, ttl, account, payment_methods)| {
+                    CheckoutInput {
+                        provider: "sandbox".into(),
+                        account,
+                        merchant_reference,
+                        amount,
+                        payment_methods,
+                        metadata,
+                        idempotency_key,
+                        line_items,
+                        ttl,
+                        ..Default::default()
+                    }
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(crate::providers::proptests::config())]
+
+            /// Any field values: parse never panics, and what it accepts keeps the contract's limits.
+            #[test]
+            fn parse_never_panics_and_accepts_only_valid_requests(input in input()) {
+                if let Ok(c) = NewCheckout::parse(input.clone()) {
+                    prop_assert!(c.amount.minor > 0);
+                    let chars = c.merchant_reference.chars().count();
+                    prop_assert!((1..=MAX_REFERENCE_CHARS).contains(&chars));
+                    prop_assert!(!c.merchant_reference.chars().any(char::is_control));
+                    prop_assert!(c.metadata.len() <= MAX_METADATA_ENTRIES);
+                    if let Some(key) = &c.idempotency_key {
+                        prop_assert!(key.as_str().len() <= MAX_IDEMPOTENCY_KEY);
+                        prop_assert!(key.as_str().bytes().all(|b| b.is_ascii_graphic() || b == b' '));
+                    }
+                    if let Some(ttl) = c.ttl {
+                        prop_assert!((MIN_TTL..=MAX_TTL).contains(&ttl));
+                    }
+                    if !c.line_items.is_empty() {
+                        let sum: i128 = c.line_items.iter()
+                            .map(|i| i128::from(i.unit_amount_minor) * i128::from(i.quantity)).sum();
+                        prop_assert_eq!(sum, i128::from(c.amount.minor));
+                    }
+                }
+            }
+
+            /// A valid request with one arbitrary reference or key: accepted or refused naming that field.
+            #[test]
+            fn one_bad_field_is_named(reference in ".{0,80}", key in ".{0,300}") {
+                let mut input = valid();
+                input.merchant_reference = reference;
+                input.idempotency_key = key;
+                if let Err(e) = NewCheckout::parse(input) {
+                    prop_assert!(e.field == "merchant_reference" || e.field == "idempotency_key", "{e}");
+                }
+            }
+        }
+    }
 }

@@ -48,9 +48,9 @@ async fn handle(
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error_response(&ApiError::BodyTooLarge { limit: MAX_CALLBACK_BODY_BYTES });
+            return error_response(ApiError::BodyTooLarge { limit: MAX_CALLBACK_BODY_BYTES });
         }
-        Err(_) => return error_response(&ApiError::invalid("body", "cannot be read")),
+        Err(_) => return error_response(ApiError::invalid("body", "cannot be read")),
     };
     let pairs = headers.iter().map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value.as_bytes())));
     let raw = RawCallback::new(pairs, body.to_vec(), query.0.unwrap_or_default());
@@ -72,8 +72,14 @@ async fn handle(
             });
             (StatusCode::OK, axum::Json(body)).into_response()
         }
-        (CallbackTransport::ServerToServer, Err(e)) => error_response(&e),
+        (CallbackTransport::ServerToServer, Err(e)) => error_response(e),
         (CallbackTransport::Browser, Ok(CallbackOutcome { payment, .. })) => back_to_caller(&payment),
+        // Nothing could be checked or queued: say so rather than "not found"; the shopper retries.
+        (CallbackTransport::Browser, Err(ApiError::DatabaseUnavailable)) => page::message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Try again shortly",
+            "The payment service is briefly unavailable. Please reload this page in a moment.",
+        ),
         (CallbackTransport::Browser, Err(e)) => {
             // The browser's post could not be trusted: change nothing, ask the provider instead,
             // and still send the shopper back to the caller's page.

@@ -42,8 +42,9 @@ pub fn router(state: HttpState) -> Router {
 }
 
 /// An [`ApiError`] as a JSON error response `{"code", "message"}`.
-pub fn error_response(e: &ApiError) -> Response {
-    if let ApiError::Internal(source) = e {
+pub fn error_response(e: ApiError) -> Response {
+    let e = e.answered();
+    if let ApiError::Internal(source) = &e {
         tracing::error!(error = format!("{source:#}"), "internal error");
     }
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

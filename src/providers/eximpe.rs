@@ -528,4 +528,9 @@ mod tests {
         assert_eq!(field(Customer { email: String::new(), phone: String::new(), ..buyer() }), "customer.email");
         assert_eq!(field(Customer { phone: String::new(), ..buyer() }), "customer.phone");
     }
+
+    #[test]
+    fn arbitrary_callbacks_never_panic_and_never_verify_without_the_key() {
+        crate::providers::proptests::never_verifies_without_the_key(&adapter("eximpe_callback_key"), &["x-signature"]);
+    }
 }

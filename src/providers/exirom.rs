@@ -622,4 +622,12 @@ mod tests {
             assert!(!e.contains(SECRET) && !e.contains("mk_unit"), "{e}");
         }
     }
+
+    #[test]
+    fn arbitrary_callbacks_never_panic_and_never_verify_without_the_key() {
+        crate::providers::proptests::never_verifies_without_the_key(
+            &adapter(&account("http://127.0.0.1:9")),
+            &["x-checksum"],
+        );
+    }
 }

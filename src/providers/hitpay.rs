@@ -430,4 +430,12 @@ mod tests {
         let err = hitpay(&format!("{}/v1", server.uri())).cancel(&payment(Some("r1"))).await.unwrap_err();
         assert_eq!(err, ProviderError::Rejected { code: "http_404".into(), message: "HTTP 404".into() });
     }
+
+    #[test]
+    fn arbitrary_callbacks_never_panic_and_never_verify_without_the_key() {
+        crate::providers::proptests::never_verifies_without_the_key(
+            &hitpay("http://127.0.0.1:9"),
+            &["hitpay-signature", "x-signature"],
+        );
+    }
 }

@@ -8,6 +8,8 @@ pub mod exirom;
 pub mod hitpay;
 pub mod http;
 pub mod page;
+#[cfg(test)]
+pub(crate) mod proptests;
 pub mod registry;
 pub mod sandbox;
 pub mod signature;

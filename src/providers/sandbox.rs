@@ -305,4 +305,37 @@ mod tests {
         assert_eq!(v.report.applied().failure_code.as_deref(), Some(DECLINED_CODE));
         assert_eq!(v.report.applied().amount, Some((500, "JPY".into())));
     }
+
+    #[test]
+    fn arbitrary_callbacks_never_panic_and_never_verify_without_the_key() {
+        crate::providers::proptests::never_verifies_without_the_key(&sandbox(), &["paygate-sandbox-signature"]);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::providers::proptests::config())]
+
+        /// A well-formed callback verifies only when signed with the account's secret.
+        #[test]
+        fn a_valid_callback_verifies_only_with_the_key(
+            key in "[ -~]{1,40}",
+            event in "[a-z0-9_]{1,20}",
+            status in proptest::sample::select(vec!["pending", "processing", "succeeded", "failed", "cancelled", "expired"]),
+            amount in 1i64..1_000_000,
+        ) {
+            proptest::prop_assume!(key != "sbx_secret");
+            let body = serde_json::json!({
+                "event_id": event, "payment_id": "pay_01ARZ3NDEKTSV4RRFFQ69G5FAV", "status": status,
+                "amount": { "amount_minor": amount, "currency": "USD" }, "occurred_at": "2023-11-14T22:13:20Z",
+            })
+            .to_string();
+            let now = Utc::now();
+            let forged = sign_timestamped(key.as_bytes(), now.timestamp(), body.as_bytes());
+            proptest::prop_assert_eq!(
+                sandbox().verify_callback(&raw(body.as_bytes(), &forged), now).err(),
+                Some(CallbackError::SignatureInvalid)
+            );
+            let genuine = sign_timestamped(b"sbx_secret", now.timestamp(), body.as_bytes());
+            proptest::prop_assert!(sandbox().verify_callback(&raw(body.as_bytes(), &genuine), now).is_ok());
+        }
+    }
 }

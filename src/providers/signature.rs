@@ -170,4 +170,44 @@ mod tests {
         let s = parse_timestamped(&header).unwrap();
         assert_eq!(s.verify(&[SECRET], BODY, at(1_700_000_000), 300), Err(CallbackError::SignatureInvalid));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(crate::providers::proptests::config())]
+
+            /// Any header text: parsing never panics.
+            #[test]
+            fn any_header_parses_or_is_refused(header in ".{0,200}") {
+                let _ = parse_timestamped(&header);
+            }
+
+            /// Signed with the key: verifies. Signed with any other key, or a signature
+            /// guessed: refused.
+            #[test]
+            fn only_the_key_verifies(
+                key in prop::collection::vec(any::<u8>(), 1..64),
+                other in prop::collection::vec(any::<u8>(), 1..64),
+                body in prop::collection::vec(any::<u8>(), 0..512),
+                t in 0i64..4_000_000_000,
+                guess in "[0-9a-fA-F]{64}",
+            ) {
+                prop_assume!(key != other);
+                let now = at(t);
+                let good = parse_timestamped(&sign_timestamped(&key, t, &body)).unwrap();
+                prop_assert_eq!(good.verify(&[&key], &body, now, 300), Ok(()));
+                let forged = parse_timestamped(&sign_timestamped(&other, t, &body)).unwrap();
+                prop_assert_eq!(forged.verify(&[&key], &body, now, 300), Err(CallbackError::SignatureInvalid));
+                let guessed = parse_timestamped(&format!("t={t},v1={guess}")).unwrap();
+                prop_assert_eq!(guessed.verify(&[&key], &body, now, 300), Err(CallbackError::SignatureInvalid));
+                // The same signature over another body is refused too.
+                let mut tampered = body.clone();
+                tampered.push(b'x');
+                prop_assert_eq!(good.verify(&[&key], &tampered, now, 300), Err(CallbackError::SignatureInvalid));
+            }
+        }
+    }
 }

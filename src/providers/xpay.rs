@@ -500,4 +500,9 @@ mod tests {
         let err = xpay(&server.uri()).cancel(&payment(Some("cs_test_1"))).await.unwrap_err();
         assert_eq!(err, ProviderError::Rejected { code: "session_not_open".into(), message: "HTTP 400".into() });
     }
+
+    #[test]
+    fn arbitrary_callbacks_never_panic_and_never_verify_without_the_key() {
+        crate::providers::proptests::never_verifies_without_the_key(&xpay("http://127.0.0.1:9"), &["xpay-signature"]);
+    }
 }

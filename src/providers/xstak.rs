@@ -479,4 +479,12 @@ mod tests {
         assert_eq!(report.amount, Some((1250, "PKR".into())));
         assert_eq!(on.fetch_status(&payment(None)).await, Ok(None));
     }
+
+    #[test]
+    fn arbitrary_callbacks_never_panic_and_never_verify_without_the_key() {
+        crate::providers::proptests::never_verifies_without_the_key(
+            &xstak(&account("http://127.0.0.1:9")),
+            &["x-signature"],
+        );
+    }
 }

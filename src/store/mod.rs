@@ -6,10 +6,13 @@ pub mod events;
 pub mod idempotency;
 pub mod listing;
 pub mod payments;
+pub mod retention;
 pub mod settings;
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -51,8 +54,7 @@ impl Store {
         if cfg.create_if_missing {
             create_database_if_missing(&options).await?;
         }
-        let pool = pool_options(cfg.max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+        let pool = pool_options(cfg.max_connections, cfg.acquire_timeout())
             .connect_with(options)
             .await
             .context("cannot connect to the database")?;
@@ -105,7 +107,14 @@ impl Store {
         &self.acquire_wait
     }
 
-    /// Readiness: the database answers and every embedded migration is applied.
+    /// How long an acquire waits (`database.acquire_timeout_ms`); other pools on this database
+    /// use the same bound.
+    pub fn acquire_timeout(&self) -> Duration {
+        self.pool.options().get_acquire_timeout()
+    }
+
+    /// Readiness: the database answers and every embedded migration is applied. Callers bound
+    /// it in time (an unreachable database fails it only after the acquire timeout).
     pub async fn ready(&self) -> bool {
         let latest = latest_migration();
         let applied: Result<Option<i64>, _> =
@@ -127,16 +136,46 @@ const SCHEMA_WAIT_LOG_EVERY: Duration = Duration::from_secs(30);
 /// Pool settings shared by every pool of the service. sqlx pings a connection on every
 /// acquire by default: one more round trip per transaction. A connection idle for less than
 /// [`PING_AFTER_IDLE`] is handed out without it (a broken one fails its query, the pool drops
-/// it, and the next acquire gets another).
-pub fn pool_options(max_connections: u32) -> PgPoolOptions {
-    PgPoolOptions::new().max_connections(max_connections).test_before_acquire(false).before_acquire(|conn, meta| {
-        Box::pin(async move {
-            if meta.idle_for >= PING_AFTER_IDLE {
-                sqlx::Connection::ping(conn).await?;
-            }
-            Ok(true)
+/// it, and the next acquire gets another), unless the database was seen unreachable since it
+/// went idle (after an outage every idle connection is checked once, so the first requests
+/// after a database restart do not fail on connections the restart closed).
+///
+/// `acquire_timeout` bounds the wait for a connection, connecting included: with the database
+/// down, requests fail with `DATABASE_UNAVAILABLE` after it instead of hanging.
+pub fn pool_options(max_connections: u32, acquire_timeout: Duration) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(acquire_timeout)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_AFTER_IDLE || unreachable_within(meta.idle_for) {
+                    // A failed ping closes this connection; the pool opens another.
+                    return Ok(sqlx::Connection::ping(conn).await.is_ok());
+                }
+                Ok(true)
+            })
         })
-    })
+}
+
+/// Milliseconds after [`clock_start`] at which the database was last seen unreachable (0: never).
+static UNREACHABLE_AT_MS: AtomicU64 = AtomicU64::new(0);
+
+fn clock_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// Records that a database operation failed because the database could not be reached.
+pub fn note_unreachable() {
+    let ms = u64::try_from(clock_start().elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+    UNREACHABLE_AT_MS.fetch_max(ms, Ordering::Relaxed);
+}
+
+/// Whether the database was seen unreachable within the last `window`.
+fn unreachable_within(window: Duration) -> bool {
+    let at = UNREACHABLE_AT_MS.load(Ordering::Relaxed);
+    at != 0 && clock_start().elapsed().saturating_sub(Duration::from_millis(at)) <= window
 }
 
 /// Idle time after which a pooled connection is checked before use.

@@ -71,10 +71,7 @@ impl Hub {
     ) -> Result<Self, sqlx::Error> {
         let options = (*store.pool().connect_options()).clone();
         // One connection is the listener's; at least one more for reads.
-        let pool = crate::store::pool_options(pool_size.max(2))
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await?;
+        let pool = crate::store::pool_options(pool_size.max(2), store.acquire_timeout()).connect_with(options).await?;
         let mut conn = pool.acquire().await?;
         let start = events::max_sequence(&mut conn).await?;
         drop(conn);

@@ -15,6 +15,8 @@ use crate::store::events::{self, SEQUENCER_LOCK_KEY};
 const BATCH: i64 = 1000;
 /// How often a standby tries to become the leader, and how long to wait after an error.
 const STANDBY: Duration = Duration::from_secs(1);
+/// Longest wait for the sequencer's own connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs until `shutdown`: tries to lead; while leading, positions queued events as they commit,
 /// polling every `poll` when the queue is empty.
@@ -33,7 +35,10 @@ pub async fn run_sequencer(options: PgConnectOptions, poll: Duration, shutdown: 
 
 /// One connection's turn: returns when it is not the leader (after trying), or on shutdown.
 async fn lead(options: &PgConnectOptions, poll: Duration, shutdown: &CancellationToken) -> Result<(), sqlx::Error> {
-    let mut conn: PgConnection = options.clone().log_statements(tracing::log::LevelFilter::Trace).connect().await?;
+    // Bounded: an unreachable (not refusing) database must not hold the standby loop forever.
+    let options = options.clone().log_statements(tracing::log::LevelFilter::Trace);
+    let mut conn: PgConnection =
+        tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await.map_err(|_| sqlx::Error::PoolTimedOut)??;
     loop {
         let leader: bool =
             sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(SEQUENCER_LOCK_KEY).fetch_one(&mut conn).await?;

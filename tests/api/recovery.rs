@@ -264,3 +264,189 @@ async fn a_second_instance_completes_the_checks_of_a_killed_one() {
     eprintln!("the surviving instance completed the checks in {took:?}; {} lookups in all", lookups(&mock).await);
     b.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// SIGKILL in the middle of a create and of a callback
+// ---------------------------------------------------------------------------------------------
+
+/// A signed XPay `checkout.session.completed` webhook for `payment_id`'s session.
+fn xpay_completed_webhook(event_id: &str, payment_id: &str) -> (String, String) {
+    let object = session(&session_id_for(payment_id), payment_id, "complete", AMOUNT, "EGP");
+    let body = serde_json::json!({
+        "id": event_id, "object": "event", "type": "checkout.session.completed",
+        "created": chrono::Utc::now().timestamp(), "data": { "object": object },
+    })
+    .to_string();
+    let signature = paygate::providers::signature::sign_timestamped(
+        WEBHOOK_SECRET.as_bytes(),
+        chrono::Utc::now().timestamp(),
+        body.as_bytes(),
+    );
+    (body, signature)
+}
+
+async fn deliver(
+    http: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let mut request = reqwest::Client::new().post(format!("{http}/callbacks/{path}")).body(body.to_owned());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.timeout(Duration::from_secs(10)).send().await
+}
+
+/// (status, source) of `id`'s applied events whose status is `status`.
+async fn applied_with_status(db: &PgPool, id: &str, status: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT source FROM payment_events WHERE payment_id = $1 AND version IS NOT NULL AND status = $2",
+    )
+    .bind(id)
+    .bind(status)
+    .fetch_all(db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_create_killed_at_the_provider_ends_correct_after_a_restart_and_the_webhook_retry_applies_once() {
+    let mock = MockServer::start().await;
+    // The provider opens the session but answers only after 3 s: the server dies before that.
+    Mock::given(method("POST"))
+        .and(path("/checkout/sessions"))
+        .respond_with(|r: &Request| session_created(r).set_delay(Duration::from_secs(3)))
+        .mount(&mock)
+        .await;
+    let env = child_env(&mock);
+    let db_url = common::fresh_database_url().await;
+    let mut first = spawn_child(&db_url, &env).await;
+    let db = common::small_pool(&db_url).await;
+    let request = pb::CreateCheckoutRequest {
+        provider: "xpay".into(),
+        merchant_reference: "killed-create".into(),
+        amount: Some(pb::Money { amount_minor: AMOUNT, currency: "EGP".into() }),
+        description: "Test product".into(),
+        return_url: "https://shop.example/return".into(),
+        cancel_url: "https://shop.example/cancel".into(),
+        idempotency_key: "killed-create-key".into(),
+        ..Default::default()
+    };
+    let mut grpc = first.grpc.clone();
+    let in_flight = tokio::spawn(async move { grpc.create_checkout(request).await });
+    common::wait_for_requests(&mock, "POST", "/checkout/sessions", 1).await;
+    let sent = mock.received_requests().await.unwrap();
+    let sent: serde_json::Value = serde_json::from_slice(&sent[0].body).unwrap();
+    let payment_id = sent["metadata"]["paygate_payment_id"].as_str().expect("our id in the create").to_owned();
+    first.sigkill();
+    assert!(in_flight.await.unwrap().is_err(), "the caller saw the server die");
+
+    // What the crash left: the payment committed PENDING before the call, no checkout, its key
+    // still held (never re-sent, see idempotency.rs), and a queued check.
+    let (status, checkout): (String, Option<String>) =
+        sqlx::query_as("SELECT status, checkout_url FROM payments WHERE id = $1")
+            .bind(&payment_id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), checkout), ("pending", None));
+    assert_eq!(queued_checks(&db, std::slice::from_ref(&payment_id)).await, 1);
+
+    // The provider's webhook reaches the dead server (refused), then its retry the restarted one.
+    let (body, signature) = xpay_completed_webhook("evt_killed_create", &payment_id);
+    let headers = [("content-type", "application/json"), ("XPay-Signature", signature.as_str())];
+    assert!(deliver(&first.http, "xpay", &headers, &body).await.is_err(), "nothing listens after the kill");
+    let second = spawn_child(&db_url, &env).await;
+    let answer: serde_json::Value = deliver(&second.http, "xpay", &headers, &body).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (answer["status_changed"].as_bool(), answer["duplicate"].as_bool()),
+        (Some(true), Some(false)),
+        "{answer}"
+    );
+    let again: serde_json::Value = deliver(&second.http, "xpay", &headers, &body).await.unwrap().json().await.unwrap();
+    assert_eq!((again["status_changed"].as_bool(), again["duplicate"].as_bool()), (Some(false), Some(true)), "{again}");
+
+    let (status, checkout_id): (String, Option<String>) =
+        sqlx::query_as("SELECT status, provider_checkout_id FROM payments WHERE id = $1")
+            .bind(&payment_id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(status, "succeeded");
+    assert_eq!(
+        checkout_id.as_deref(),
+        Some(session_id_for(&payment_id).as_str()),
+        "the session the webhook names is adopted"
+    );
+    assert_eq!(applied_with_status(&db, &payment_id, "succeeded").await, ["callback"], "exactly one applied success");
+    assert_eq!(common::requests_to(&mock, "POST", "/checkout/sessions").await, 1, "create was never sent again");
+    db.close().await;
+}
+
+#[tokio::test]
+async fn a_callback_killed_mid_transaction_is_applied_exactly_once_on_the_providers_retry() {
+    let db_url = common::fresh_database_url().await;
+    let mut first = spawn_process(&db_url, &[]).await;
+    let db = common::small_pool(&db_url).await;
+    let payment =
+        first.grpc.create_checkout(sandbox_request("killed-callback")).await.unwrap().into_inner().payment.unwrap();
+    let body = common::sandbox_body("evt_killed", &payment.id, "succeeded", 1234, "USD");
+    let signature = paygate::providers::signature::sign_timestamped(
+        common::SANDBOX_SECRET.as_bytes(),
+        chrono::Utc::now().timestamp(),
+        body.as_bytes(),
+    );
+    let headers = [("content-type", "application/json"), ("Paygate-Sandbox-Signature", signature.as_str())];
+
+    // Hold the payment's row lock, so the callback's transaction stops half way (verified,
+    // inside its transaction, waiting for the row); kill the server there.
+    let mut holder = db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM payments WHERE id = $1 FOR UPDATE")
+        .bind(&payment.id)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let (http, owned_body, owned_sig) = (first.http.clone(), body.clone(), signature.clone());
+    let delivery = tokio::spawn(async move {
+        let headers = [("content-type", "application/json"), ("Paygate-Sandbox-Signature", owned_sig.as_str())];
+        deliver(&http, "sandbox", &headers, &owned_body).await
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the callback never reached the row lock");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.sigkill();
+    assert!(delivery.await.unwrap().is_err(), "the provider got no answer");
+    holder.rollback().await.unwrap();
+
+    // The killed transaction left nothing: no receipt (so the retry is not a "duplicate"), no change.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let receipts: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM callback_receipts").fetch_one(&db).await.unwrap();
+    assert_eq!(receipts, 0);
+    assert!(applied_with_status(&db, &payment.id, "succeeded").await.is_empty());
+
+    let second = spawn_process(&db_url, &[]).await;
+    let answer: serde_json::Value =
+        deliver(&second.http, "sandbox", &headers, &body).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (answer["status_changed"].as_bool(), answer["duplicate"].as_bool()),
+        (Some(true), Some(false)),
+        "{answer}"
+    );
+    let again: serde_json::Value =
+        deliver(&second.http, "sandbox", &headers, &body).await.unwrap().json().await.unwrap();
+    assert_eq!(again["duplicate"].as_bool(), Some(true), "{again}");
+    assert_eq!(applied_with_status(&db, &payment.id, "succeeded").await, ["callback"], "applied exactly once");
+    db.close().await;
+}

@@ -1,6 +1,8 @@
 //! Test harness: the real server on ephemeral ports against a fresh Postgres database per test.
 #![allow(dead_code)]
 
+pub mod private_pg;
+
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
