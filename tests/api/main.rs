@@ -23,6 +23,7 @@ mod migrate;
 mod recovery;
 mod returns;
 mod sandbox_flow;
+mod secrets;
 mod telemetry;
 mod transitions;
 mod watch;
