@@ -253,7 +253,11 @@ impl Client<'_> {
             return_url: RETURN_URL.into(),
             cancel_url: CANCEL_URL.into(),
             description: "Secrets test".into(),
-            customer: Some(pb::Customer { name: "Canary Buyer".into(), email: email(provider), phone: phone(provider) }),
+            customer: Some(pb::Customer {
+                name: "Canary Buyer".into(),
+                email: email(provider),
+                phone: phone(provider),
+            }),
             ..Default::default()
         }
     }
@@ -590,7 +594,12 @@ async fn exirom_flow(c: &Client<'_>, mock: &MockServer, token: &str) {
     c.status(&payment.id, true).await.expect("refresh");
 
     // Every callback only queues a lookup, which pays.
-    Mock::given(method("GET")).and(path(&lookup)).and(header(auth.0, auth.1)).respond_with(info("COMPLETED")).mount(mock).await;
+    Mock::given(method("GET"))
+        .and(path(&lookup))
+        .and(header(auth.0, auth.1))
+        .respond_with(info("COMPLETED"))
+        .mount(mock)
+        .await;
     let body = crate::exirom::tx_info(&payment, "COMPLETED", "100.0", &shopper);
     let signed = format!("{EXIROM_ACCOUNT_ID}|100.0|USD|{}", payment.provider_checkout_id);
     let forged = crate::exirom::checksum("attacker_secret", &signed);
@@ -630,7 +639,8 @@ async fn run_flows(log_format: &str) -> String {
     let c = Client { process: &process, http: client };
 
     // A wrong token is refused (and neither token is written anywhere).
-    let mut wrong = tonic::Request::new(pb::GetPaymentStatusRequest { payment_id: "pay_x".into(), ..Default::default() });
+    let mut wrong =
+        tonic::Request::new(pb::GetPaymentStatusRequest { payment_id: "pay_x".into(), ..Default::default() });
     wrong.metadata_mut().insert("authorization", format!("Bearer {WRONG_TOKEN}").parse().unwrap());
     let refused = process.grpc.clone().get_payment_status(wrong).await.expect_err("a wrong token is refused");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
