@@ -205,8 +205,8 @@ impl Default for ServerConfig {
     }
 }
 
-/// PostgreSQL connection settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// PostgreSQL connection settings. `Debug` shows the URL as [`redact_url_password`] does.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     pub url: String,
@@ -234,6 +234,17 @@ impl Default for DatabaseConfig {
             migrate_on_start: true,
             acquire_timeout_ms: 2000,
         }
+    }
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url_password(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("create_if_missing", &self.create_if_missing)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .finish()
     }
 }
 
@@ -401,5 +412,47 @@ pub fn redact_url_password(raw: &str) -> String {
             raw.to_owned()
         }
         _ => "<redacted>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every credential field of the configuration, set: neither `Debug` nor `check-config`'s
+    /// TOML shows one.
+    #[test]
+    fn no_credential_shows_in_debug_or_check_config() {
+        let mut config = Config::default();
+        config.database.url = "postgres://u:canary-db@127.0.0.1/p".into();
+        config.server.tls.key = "canary-tls-key".into();
+        let providers = &mut config.providers;
+        providers.sandbox.accounts.insert(
+            "a".into(),
+            crate::providers::sandbox::SandboxAccount {
+                webhook_secret: Some("canary-sbx".into()),
+                ..Default::default()
+            },
+        );
+        let mut xpay = crate::providers::xpay::XpayAccount::default();
+        (xpay.secret_key, xpay.webhook_secrets) = ("canary-xpay".into(), vec!["canary-xpay-wh".into()]);
+        providers.xpay.accounts.insert("a".into(), xpay);
+        let mut eximpe = crate::providers::eximpe::EximpeAccount::default();
+        (eximpe.client_secret, eximpe.callback_key) = ("canary-exi-cs".into(), "canary-exi-cb".into());
+        providers.eximpe.accounts.insert("a".into(), eximpe);
+        let mut hitpay = crate::providers::hitpay::HitpayAccount::default();
+        (hitpay.api_key, hitpay.salt) = ("canary-hp-key".into(), "canary-hp-salt".into());
+        providers.hitpay.accounts.insert("a".into(), hitpay);
+        let mut xstak = crate::providers::xstak::XstakAccount::default();
+        (xstak.api_key, xstak.hmac_secret, xstak.webhook_secret) =
+            ("canary-xs-key".into(), "canary-xs-hmac".into(), "canary-xs-wh".into());
+        providers.xstak.accounts.insert("a".into(), xstak);
+        let mut exirom = crate::providers::exirom::ExiromAccount::default();
+        (exirom.merchant_key, exirom.merchant_secret) = ("canary-ex-key".into(), "canary-ex-secret".into());
+        providers.exirom.accounts.insert("a".into(), exirom);
+        for text in [format!("{config:?}"), config.to_redacted_toml()] {
+            assert!(!text.contains("canary"), "{text}");
+            assert!(text.contains(REDACTED), "{text}");
+        }
     }
 }

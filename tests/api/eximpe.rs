@@ -49,7 +49,7 @@ const SIGNED_FIELDS: [&str; 6] =
 /// A callback form as EximPe posts it: `fields` in the given order, then `hash`, the hex
 /// HMAC-SHA256 under `key` of the [`SIGNED_FIELDS`] joined by `|`. The test's own implementation
 /// of the documented scheme.
-fn signed_form(key: &str, fields: &[(&str, &str)]) -> String {
+pub(crate) fn signed_form(key: &str, fields: &[(&str, &str)]) -> String {
     let value = |name: &str| fields.iter().find(|(k, _)| *k == name).map_or("", |(_, v)| *v);
     let message = SIGNED_FIELDS.map(value).join("|");
     let mut form = url::form_urlencoded::Serializer::new(String::new());

@@ -33,14 +33,14 @@ const AMOUNT: i64 = 10_000;
 const SHOPPER: Shopper = Shopper { name: "Amir", email: "amir@example.com", phone: "+971501234567" };
 
 /// Base64 HMAC-SHA256 with the `hmac` crate directly (not the adapter's code).
-fn checksum(secret: &str, text: &str) -> String {
+pub(crate) fn checksum(secret: &str, text: &str) -> String {
     let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(text.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 /// An unsigned JWT-shaped token whose payload says `exp`.
-fn jwt(name: &str, exp: i64) -> String {
+pub(crate) fn jwt(name: &str, exp: i64) -> String {
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
     format!("{}.{}.sig-{name}", b64(&json!({ "alg": "HS256", "typ": "JWT" })), b64(&json!({ "sub": name, "exp": exp })))
 }
@@ -187,7 +187,7 @@ impl RequestCheck for CreateBody {
 }
 
 /// An `ApmPaymentTxInfoDto` as text, numbers written as Exirom (Java) writes doubles.
-fn tx_info(payment: &pb::Payment, status: &str, order_amount: &str, extra: &str) -> String {
+pub(crate) fn tx_info(payment: &pb::Payment, status: &str, order_amount: &str, extra: &str) -> String {
     let tx = &payment.provider_checkout_id;
     format!(
         r#"{{"transactionId":"{tx}","requestId":"{id}","accountId":{ACCOUNT_ID},"transactionStatus":"{status}",{extra}"orderCurrency":"USD","processedCurrency":"USD","orderAmount":{order_amount},"processedAmount":{order_amount},"conversionRate":1.0,"apmRequestPayload":{{"paymentMethod":"ExPay","paymentType":"E_WALLET"}},"apmResponseData":{{"paymentMethod":"ExPay","paymentType":"E_WALLET","redirectUrl":"https://pay.expay.example.com/checkout/{tx}","providerTransactionId":"ExPay-{tx}"}},"callbackUrl":"https://pg.example/callbacks/exirom/default","billingDetails":{{}},"order":{{}},"createdAt":"2026-01-01T12:00:00Z"}}"#,

@@ -40,7 +40,7 @@ fn hitpay_hmac(salt: &str, fields: &[(&str, &str)]) -> String {
 }
 
 /// The form body HitPay posts: `fields` in the given order, then `hmac`.
-fn signed_form(salt: &str, fields: &[(&str, &str)]) -> String {
+pub(crate) fn signed_form(salt: &str, fields: &[(&str, &str)]) -> String {
     let mut form = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in fields {
         form.append_pair(k, v);

@@ -29,6 +29,7 @@ mod recovery;
 mod retention;
 mod returns;
 mod sandbox_flow;
+mod secrets;
 mod telemetry;
 mod transitions;
 mod watch;

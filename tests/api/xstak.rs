@@ -243,7 +243,7 @@ impl Harness {
 
 /// A webhook about `payment`'s intent, shaped like the public sample; `amount_text` is the raw
 /// JSON number; `with_metadata` adds `metadata.order_reference` = our payment id.
-fn webhook(payment: &pb::Payment, status: &str, amount_text: &str, with_metadata: bool) -> String {
+pub(crate) fn webhook(payment: &pb::Payment, status: &str, amount_text: &str, with_metadata: bool) -> String {
     let mut body = json!({
         "type": "PAYMENT_INTENT_NOTIFICATION",
         "payment_intent_id": payment.provider_checkout_id,

@@ -417,6 +417,34 @@ pub struct Process {
     pub grpc: PaymentServiceClient<Channel>,
     /// `http://` + the HTTP address.
     pub http: String,
+    /// Everything written to standard output and error so far, when started by
+    /// [`spawn_process_captured`].
+    pub output: Option<Captured>,
+}
+
+/// Standard output and error of a child, read as it writes (so a chatty process never blocks
+/// on a full pipe), both into one buffer.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn read_from(&self, mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<()> {
+        let buffer = self.0.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buffer.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        })
+    }
+
+    /// What was written so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
 }
 
 impl Drop for Process {
@@ -467,12 +495,12 @@ pub fn free_port() -> u16 {
 /// fresh loopback ports; returns once it answers gRPC. Inherited `PAYGATE_*` variables are
 /// removed so the developer's environment cannot change the test.
 pub async fn spawn_process(db_url: &str, extra_env: &[(&str, &str)]) -> Process {
-    spawn_process_with(db_url, extra_env, std::process::Stdio::null).await
+    spawn_process_with(db_url, extra_env, Output::Null).await
 }
 
 /// [`spawn_process`] with its standard output piped (`child.stdout`), to read its logs.
 pub async fn spawn_process_piped(db_url: &str, extra_env: &[(&str, &str)]) -> Process {
-    spawn_process_with(db_url, extra_env, std::process::Stdio::piped).await
+    spawn_process_with(db_url, extra_env, Output::PipedStdout).await
 }
 
 /// [`spawn_process`] with the process's stdout (its log) appended to `log` when given.
@@ -481,31 +509,40 @@ pub async fn spawn_process_logging_to(
     extra_env: &[(&str, &str)],
     log: Option<&std::path::Path>,
 ) -> Process {
-    let stdout = || match log {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file");
-            std::process::Stdio::from(file)
-        }
-        None => std::process::Stdio::null(),
-    };
-    spawn_process_with(db_url, extra_env, stdout).await
+    let output = log.map_or(Output::Null, |path| Output::LogFile(path.to_owned()));
+    spawn_process_with(db_url, extra_env, output).await
 }
 
-async fn spawn_process_with(
-    db_url: &str,
-    extra_env: &[(&str, &str)],
-    stdout: impl Fn() -> std::process::Stdio,
-) -> Process {
+/// [`spawn_process`] with its standard output and error read from the start into
+/// [`Process::output`] (including those of attempts that failed to start).
+pub async fn spawn_process_captured(db_url: &str, extra_env: &[(&str, &str)]) -> Process {
+    spawn_process_with(db_url, extra_env, Output::Captured(Captured::default())).await
+}
+
+/// Where a child's standard output and error go.
+#[derive(Clone)]
+enum Output {
+    /// Output discarded, errors inherited.
+    Null,
+    /// Output piped to `child.stdout`, errors inherited.
+    PipedStdout,
+    /// Both read into the buffer.
+    Captured(Captured),
+    /// Output appended to this file, errors inherited.
+    LogFile(std::path::PathBuf),
+}
+
+async fn spawn_process_with(db_url: &str, extra_env: &[(&str, &str)], output: Output) -> Process {
     // A port taken between `free_port` and the bind makes the process exit: try new ports.
     for _ in 0..3 {
-        if let Some(process) = try_spawn_process(db_url, extra_env, stdout()).await {
+        if let Some(process) = try_spawn_process(db_url, extra_env, output.clone()).await {
             return process;
         }
     }
     panic!("paygate process did not start");
 }
 
-async fn try_spawn_process(db_url: &str, extra_env: &[(&str, &str)], stdout: std::process::Stdio) -> Option<Process> {
+async fn try_spawn_process(db_url: &str, extra_env: &[(&str, &str)], output: Output) -> Option<Process> {
     let (grpc_port, http_port) = (free_port(), free_port());
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_paygate"));
     for (k, _) in std::env::vars() {
@@ -522,10 +559,27 @@ async fn try_spawn_process(db_url: &str, extra_env: &[(&str, &str)], stdout: std
         .env("PAYGATE_PROVIDERS__SANDBOX__ACCOUNTS__DEFAULT__WEBHOOK_SECRET", SANDBOX_SECRET)
         .env("RUST_LOG", "warn")
         .envs(extra_env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .stdout(stdout);
+        .stdin(std::process::Stdio::null());
+    match &output {
+        Output::Null => cmd.stdout(std::process::Stdio::null()),
+        Output::PipedStdout => cmd.stdout(std::process::Stdio::piped()),
+        Output::LogFile(path) => {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("log file");
+            cmd.stdout(std::process::Stdio::from(file))
+        }
+        Output::Captured(_) => cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()),
+    };
+    let mut child = cmd.spawn().expect("start paygate");
+    let captured = match output {
+        Output::Captured(captured) => {
+            captured.read_from(child.stdout.take().expect("piped stdout"));
+            captured.read_from(child.stderr.take().expect("piped stderr"));
+            Some(captured)
+        }
+        _ => None,
+    };
     // Killed if it does not come up (or this panics) before it is handed over as a `Process`.
-    let mut starting = Starting(Some(cmd.spawn().expect("start paygate")));
+    let mut starting = Starting(Some(child));
     let url = format!("http://127.0.0.1:{grpc_port}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while tokio::time::Instant::now() < deadline {
@@ -544,7 +598,7 @@ async fn try_spawn_process(db_url: &str, extra_env: &[(&str, &str)], stdout: std
             }
             Ok(_) => {
                 let child = starting.0.take().expect("child");
-                return Some(Process { child, grpc, http: format!("http://127.0.0.1:{http_port}") });
+                return Some(Process { child, grpc, http: format!("http://127.0.0.1:{http_port}"), output: captured });
             }
             Err(_) => {}
         }
