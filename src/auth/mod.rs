@@ -182,8 +182,8 @@ impl Access {
         match self {
             Access::Open => true,
             Access::Caller(grant) => {
-                (grant.has(Permission::ReadAll) || (grant.has(Permission::Read) && owner == Some(grant.name())))
-                    && (grant.has(Permission::ReadAll) || grant.allows_provider(provider))
+                grant.has(Permission::ReadAll)
+                    || (grant.has(Permission::Read) && owner == Some(grant.name()) && grant.allows_provider(provider))
             }
         }
     }
@@ -214,22 +214,14 @@ impl Authenticator {
         if !self.enabled() {
             return Ok(Access::Open);
         }
-        let by_token = match authorization {
-            None => None,
-            Some(value) => Some(self.by_token(value).ok_or(ApiError::Unauthenticated)?),
-        };
-        let by_cert = match certificate {
-            None => None,
+        let grant = match (authorization, certificate) {
+            (Some(value), _) => self.by_token(value).ok_or(ApiError::Unauthenticated)?,
             // A certificate signed by our client CA that names no configured caller is not
-            // enough on its own, and never overrides a token.
-            Some(name) => self.callers.get(name).cloned(),
-        };
-        let grant = match (by_token, by_cert) {
-            (Some(t), Some(c)) if t.name != c.name => return Err(ApiError::Unauthenticated),
-            (Some(t), _) => t,
-            (None, Some(c)) => c,
+            // enough on its own.
+            (None, Some(name)) => self.callers.get(name).cloned().ok_or(ApiError::Unauthenticated)?,
             (None, None) => return Err(ApiError::Unauthenticated),
         };
+        // A certificate never stands for another caller than the token's.
         if certificate.is_some_and(|name| name != grant.name) {
             return Err(ApiError::Unauthenticated);
         }

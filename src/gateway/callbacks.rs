@@ -7,7 +7,7 @@ use crate::domain::{EventKind, EventSource, Outcome, Payment, PaymentId, Payment
 use crate::error::ApiError;
 use crate::metrics::Verdict;
 use crate::providers::signature::sha256_hex;
-use crate::providers::{CallbackReport, CallbackTransport, PaymentRef, RawCallback};
+use crate::providers::{CallbackReport, CallbackTransport, PaymentRef, Provider, RawCallback};
 use crate::store::callbacks;
 use crate::store::checks::CheckReason;
 use crate::store::payments::{self, EventInfo};
@@ -38,22 +38,21 @@ impl Gateway {
         relay: Option<&str>,
     ) -> Result<CallbackOutcome, ApiError> {
         let account = if account.is_empty() { "default" } else { account };
-        let result = self.process_callback(provider, account, raw, relay).await;
-        if let Ok(adapter) = self.registry().resolve(provider, account) {
-            self.metrics().callback(adapter.name(), verdict(&result));
-        }
+        tracing::Span::current().record("provider", provider).record("account", account);
+        let adapter = self.registry().resolve(provider, account)?;
+        let result = self.process_callback(&*adapter, provider, account, raw, relay).await;
+        self.metrics().callback(adapter.name(), verdict(&result));
         result
     }
 
     async fn process_callback(
         &self,
+        adapter: &dyn Provider,
         provider: &str,
         account: &str,
         raw: &RawCallback,
         relay: Option<&str>,
     ) -> Result<CallbackOutcome, ApiError> {
-        tracing::Span::current().record("provider", provider).record("account", account);
-        let adapter = self.registry().resolve(provider, account)?;
         let digest = sha256_hex(&raw.body);
 
         let verified = match adapter.verify_callback(raw, Utc::now()) {
@@ -98,7 +97,7 @@ impl Gateway {
             }
         };
         let payment = match found {
-            Some(p) if p.provider == provider && p.account == account && query_agrees(&*adapter, raw, &p) => p,
+            Some(p) if p.provider == provider && p.account == account && query_agrees(adapter, raw, &p) => p,
             other => {
                 tx.rollback().await?;
                 let id = other.map(|p| p.id);

@@ -75,7 +75,7 @@ impl Gateway {
             ProviderCancel::NotOpen => {
                 let report = self.fetch(provider, payment).await?;
                 if let Some(report) = report.filter(|r| r.status == Some(PaymentStatus::Succeeded)) {
-                    let after = self.apply_report(&payment.id, &report, EventSource::Cancel).await?;
+                    let after = self.apply_report(&payment.id, &report, EventSource::Cancel, None).await?;
                     if after.status == PaymentStatus::Succeeded {
                         return Err(ApiError::PaymentAlreadySucceeded);
                     }

@@ -320,7 +320,7 @@ impl Gateway {
         };
         match report.status {
             Some(PaymentStatus::Succeeded) | Some(PaymentStatus::Processing) => {
-                let after = self.apply_report(&payment.id, &report, EventSource::Reconciler).await?;
+                let after = self.apply_report(&payment.id, &report, EventSource::Reconciler, None).await?;
                 if after.status == PaymentStatus::Succeeded {
                     Ok(Step::Done)
                 } else if report.status == Some(PaymentStatus::Succeeded) {
@@ -408,7 +408,7 @@ impl Gateway {
         let Some(report) = self.fetch(provider, payment).await? else { return Ok(None) };
         let source =
             if report.status == Some(PaymentStatus::Expired) { EventSource::Expiry } else { EventSource::Reconciler };
-        match self.apply_report(&payment.id, &report, source).await {
+        match self.apply_report(&payment.id, &report, source, None).await {
             Ok(after) => Ok(Some(after)),
             Err(e) => Err(ProviderError::Unavailable(format!("cannot apply the answer: {}", e.reason()))),
         }

@@ -39,7 +39,7 @@ impl Gateway {
     ) -> Result<Payment, ApiError> {
         let payment = self.find_in(lookup, scope).await?;
         if refresh && payment.status != PaymentStatus::Succeeded {
-            return self.refresh_by(payment, EventSource::Refresh, caller).await;
+            return self.refresh(payment, EventSource::Refresh, caller).await;
         }
         Ok(payment)
     }
@@ -73,14 +73,9 @@ impl Gateway {
         Ok(!payments::last_create_not_processed(&mut conn, &payment.id).await?)
     }
 
-    /// Asks the payment's provider for its status and applies what it says. A provider failure
-    /// is returned, never hidden behind stale data.
-    pub async fn refresh(&self, payment: Payment, source: EventSource) -> Result<Payment, ApiError> {
-        self.refresh_by(payment, source, None).await
-    }
-
-    /// [`Gateway::refresh`] on behalf of an authenticated caller (named on the event).
-    async fn refresh_by(
+    /// Asks the payment's provider for its status and applies what it says, on behalf of
+    /// `caller` (named on the event). A provider failure is returned, never hidden behind stale data.
+    pub async fn refresh(
         &self,
         payment: Payment,
         source: EventSource,
@@ -94,7 +89,7 @@ impl Gateway {
         else {
             return Ok(payment);
         };
-        self.apply_report_by(&payment.id, &report, source, caller).await
+        self.apply_report(&payment.id, &report, source, caller).await
     }
 
     /// A provider status value we do not know leaves the payment alone: say so, loudly.
@@ -106,18 +101,9 @@ impl Gateway {
         }
     }
 
-    /// Applies a trusted status report in one transaction with the payment locked.
+    /// Applies a trusted status report in one transaction with the payment locked; `caller` is
+    /// the authenticated caller whose request caused it, if any.
     pub(super) async fn apply_report(
-        &self,
-        id: &PaymentId,
-        report: &StatusReport,
-        source: EventSource,
-    ) -> Result<Payment, ApiError> {
-        self.apply_report_by(id, report, source, None).await
-    }
-
-    /// [`Gateway::apply_report`] caused by an authenticated caller's request.
-    async fn apply_report_by(
         &self,
         id: &PaymentId,
         report: &StatusReport,

@@ -43,9 +43,14 @@ impl PaymentApi {
     }
 }
 
-/// The span of one RPC: names the caller in logs and traces.
-fn rpc_span(method: &'static str, access: &Access) -> tracing::Span {
-    tracing::info_span!("rpc", rpc.method = method, caller = access.caller().unwrap_or("-"))
+/// Runs one RPC's work in its span, which names the caller in logs and traces, and maps its error.
+async fn in_rpc_span<T>(
+    method: &'static str,
+    access: &Access,
+    work: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, Status> {
+    let span = tracing::info_span!("rpc", rpc.method = method, caller = access.caller().unwrap_or("-"));
+    work.instrument(span).await.map_err(Status::from)
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::PaymentEvent, Status>> + Send + 'static>>;
@@ -57,16 +62,14 @@ impl PaymentService for PaymentApi {
         request: Request<pb::CreateCheckoutRequest>,
     ) -> Result<Response<pb::CreateCheckoutResponse>, Status> {
         let access = self.access(&request)?;
-        async {
+        in_rpc_span("CreateCheckout", &access, async {
             access.require(Permission::Create)?;
             let input = convert::checkout_input(request.into_inner());
             access.require_provider(&input.provider)?;
             let (payment, replayed) = self.gateway.create_checkout(input, access.caller()).await?;
             Ok(Response::new(pb::CreateCheckoutResponse { payment: Some(payment_to_pb(&payment)), replayed }))
-        }
-        .instrument(rpc_span("CreateCheckout", &access))
+        })
         .await
-        .map_err(|e: ApiError| e.into())
     }
 
     async fn get_payment_status(
@@ -74,16 +77,14 @@ impl PaymentService for PaymentApi {
         request: Request<pb::GetPaymentStatusRequest>,
     ) -> Result<Response<pb::GetPaymentStatusResponse>, Status> {
         let access = self.access(&request)?;
-        async {
+        in_rpc_span("GetPaymentStatus", &access, async {
             access.require_read(Permission::Read)?;
             let r = request.into_inner();
             let lookup = PaymentLookup::from_request(&r.payment_id, &r.merchant_reference)?;
             let payment = self.gateway.get_status(&lookup, r.refresh, &access.read_scope(), access.caller()).await?;
             Ok(Response::new(pb::GetPaymentStatusResponse { payment: Some(payment_to_pb(&payment)) }))
-        }
-        .instrument(rpc_span("GetPaymentStatus", &access))
+        })
         .await
-        .map_err(|e: ApiError| e.into())
     }
 
     async fn verify_callback(
@@ -91,7 +92,7 @@ impl PaymentService for PaymentApi {
         request: Request<pb::VerifyCallbackRequest>,
     ) -> Result<Response<pb::VerifyCallbackResponse>, Status> {
         let access = self.access(&request)?;
-        async {
+        in_rpc_span("VerifyCallback", &access, async {
             access.require(Permission::Verify)?;
             let r = request.into_inner();
             if r.provider.is_empty() {
@@ -113,10 +114,8 @@ impl PaymentService for PaymentApi {
                 duplicate: outcome.duplicate,
                 status_changed: outcome.status_changed,
             }))
-        }
-        .instrument(rpc_span("VerifyCallback", &access))
+        })
         .await
-        .map_err(|e: ApiError| e.into())
     }
 
     async fn cancel_checkout(
@@ -124,7 +123,7 @@ impl PaymentService for PaymentApi {
         request: Request<pb::CancelCheckoutRequest>,
     ) -> Result<Response<pb::CancelCheckoutResponse>, Status> {
         let access = self.access(&request)?;
-        async {
+        in_rpc_span("CancelCheckout", &access, async {
             access.require(Permission::Cancel)?;
             let r = request.into_inner();
             let caller = access.caller().map(str::to_owned);
@@ -133,10 +132,8 @@ impl PaymentService for PaymentApi {
                 .cancel_checkout(CancelRequest { payment_id: r.payment_id, reason: r.reason, caller })
                 .await?;
             Ok(Response::new(pb::CancelCheckoutResponse { payment: Some(payment_to_pb(&payment)) }))
-        }
-        .instrument(rpc_span("CancelCheckout", &access))
+        })
         .await
-        .map_err(|e: ApiError| e.into())
     }
 
     async fn list_payments(
@@ -144,7 +141,7 @@ impl PaymentService for PaymentApi {
         request: Request<pb::ListPaymentsRequest>,
     ) -> Result<Response<pb::ListPaymentsResponse>, Status> {
         let access = self.access(&request)?;
-        async {
+        in_rpc_span("ListPayments", &access, async {
             access.require(Permission::List)?;
             let mut list = convert::list_request(request.into_inner());
             list.owner = access.read_scope().owner().map(str::to_owned);
@@ -153,10 +150,8 @@ impl PaymentService for PaymentApi {
                 payments: page.payments.iter().map(payment_to_pb).collect(),
                 next_page_token: page.next_page_token,
             }))
-        }
-        .instrument(rpc_span("ListPayments", &access))
+        })
         .await
-        .map_err(|e: ApiError| e.into())
     }
 
     type WatchPaymentsStream = EventStream;
