@@ -125,6 +125,17 @@ impl Collector {
     }
 }
 
+/// A HitPay double that opens payment requests.
+async fn hitpay_mock() -> MockServer {
+    let mock = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/payment-requests"))
+        .respond_with(RequestCreated { encoding: Encoding::Form })
+        .mount(&mock)
+        .await;
+    mock
+}
+
 fn hitpay_env(mock: &MockServer) -> Vec<(&'static str, String)> {
     vec![
         ("PAYGATE_PROVIDERS__HITPAY__ACCOUNTS__DEFAULT__BASE_URL", format!("{}/v1", mock.uri())),
@@ -150,12 +161,7 @@ async fn one_create_checkout_is_one_trace_under_the_callers_trace_id() {
     let stop = CancellationToken::new();
     let collector = Collector::default();
     let endpoint = collector.start(stop.clone()).await;
-    let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/payment-requests"))
-        .respond_with(RequestCreated { encoding: Encoding::Form })
-        .mount(&mock)
-        .await;
+    let mock = hitpay_mock().await;
     let db_url = fresh_database_url().await;
     let mut env = hitpay_env(&mock);
     env.extend([
@@ -271,12 +277,7 @@ async fn text_logs_into_a_pipe_have_no_colour_codes() {
 async fn without_an_endpoint_nothing_is_exported_and_calls_still_carry_the_trace() {
     // No OTEL_* endpoint and no telemetry.otlp_endpoint: the process serves, and the caller's
     // trace still reaches the provider.
-    let mock = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/payment-requests"))
-        .respond_with(RequestCreated { encoding: Encoding::Form })
-        .mount(&mock)
-        .await;
+    let mock = hitpay_mock().await;
     let db_url = fresh_database_url().await;
     let env = hitpay_env(&mock);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
